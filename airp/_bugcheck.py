@@ -1,0 +1,87 @@
+"""BugCheck: misuse of the IRP rules, reported with the code Windows would stop with."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+__all__ = ["BugCheck", "BugCheckCode", "VerifierCode"]
+
+
+class BugCheckCode(enum.IntEnum):
+    """The bug check codes airp raises (reference 10.3)."""
+
+    INCONSISTENT_IRP = 0x2A
+    NO_MORE_IRP_STACK_LOCATIONS = 0x35
+    MULTIPLE_IRP_COMPLETE_REQUESTS = 0x44
+    CANCEL_STATE_IN_COMPLETED_IRP = 0x48
+    DRIVER_RETURNED_HOLDING_CANCEL_LOCK = 0x11B
+    DRIVER_VERIFIER_DETECTED_VIOLATION = 0xC4
+    DRIVER_VERIFIER_IOMANAGER_VIOLATION = 0xC9
+
+
+class VerifierCode(enum.IntEnum):
+    """Parameter 1 of bug check 0xC9 for the violations airp detects (reference 10.2, 10.3)."""
+
+    FREE_NON_IRP = 0x01
+    FREE_IRP_ON_THREAD = 0x02
+    CALL_DRIVER_NON_IRP = 0x03
+    CALL_DRIVER_INVALID_DEVICE = 0x04
+    COMPLETE_WITH_PENDING_STATUS = 0x06
+    COMPLETE_WITH_CANCEL_ROUTINE = 0x07
+    DELETE_ATTACHED_DEVICE = 0x201
+    DETACH_UNATTACHED_DEVICE = 0x202
+    CALL_DRIVER_WITH_CANCEL_ROUTINE = 0x203
+    NULL_DEVICE_OBJECT = 0x204
+    FREE_IRP_IN_USE = 0x20A
+    SUSPICIOUS_STATUS = 0x21B
+    DISPATCH_STATUS_MISMATCH = 0x224
+    DISPATCH_RETURNED_WITHOUT_PENDING = 0x226
+    PENDING_NOT_MARKED = 0x23D
+    MARKED_PENDING_NOT_RETURNED = 0x23E
+    DELETE_DEVICE_TWICE = 0x240
+    REINITIALIZE_IRP_IN_USE = 0x310
+    REUSE_NOT_ALLOCATED_IRP = 0x311
+    INFORMATION_TOO_LARGE = 0x312
+
+
+class BugCheck(Exception):  # noqa: N818 - the Windows name is the point
+    """A rule of the IRP model was broken: what Windows would stop the machine for.
+
+    airp raises it at the offending call, with the real bug check code and its four parameters,
+    so that a driver bug shows up as a precise error instead of a hang.
+
+    :ivar code: the bug check code (``0x44`` for a double completion, ...).
+    :ivar parameters: the four bug check parameters, as Windows defines them for *code*.
+    :ivar rule: a sentence naming the rule that was broken.
+    :ivar irp: the IRP involved, if any.
+    :ivar device: the device involved, if any.
+    :ivar driver: the driver involved, if any.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        rule: str,
+        *,
+        parameters: tuple[Any, Any, Any, Any] = (0, 0, 0, 0),
+        irp: object = None,
+        device: object = None,
+        driver: object = None,
+    ) -> None:
+        self.code = code
+        self.parameters = parameters
+        self.rule = rule
+        self.irp = irp
+        self.device = device
+        self.driver = driver
+        try:
+            name = BugCheckCode(code).name
+        except ValueError:
+            name = "BUG_CHECK"
+        where = [f"{label} {value!r}" for label, value in (("irp", irp), ("device", device), ("driver", driver)) if value is not None]
+        params = ", ".join(hex(p) if isinstance(p, int) else repr(p) for p in parameters)
+        message = f"bug check {code:#x} {name} ({params}): {rule}"
+        if where:
+            message += " [" + "; ".join(where) + "]"
+        super().__init__(message)

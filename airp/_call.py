@@ -1,0 +1,131 @@
+"""IoCallDriver as a coroutine chain (reference section 3).
+
+``call_driver`` awaits the dispatch routine directly: sending an IRP down four layers is four nested
+``await``s on the requester's own task, with no task, event or checkpoint of airp's making.  A
+driver that completes the IRP synchronously therefore returns through the whole chain without the
+event loop ever running.
+"""
+
+from __future__ import annotations
+
+from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from ._device import DeviceObject
+from ._irp import Irp, IrpStateError
+from ._status import NtStatus
+
+__all__ = ["call_driver", "pass_down"]
+
+
+async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
+    """``IoCallDriver``: hand *irp* to the driver of *device* and return what its dispatch returns.
+
+    Moves the IRP to its next stack location, records *device* there, and awaits the dispatch
+    routine for that location's major function.  The status comes back unchanged: STATUS_PENDING
+    means the IRP is still in flight and will be completed later; anything else is the dispatch
+    routine's own answer (which should match ``irp.status``).  After the call the sender must not
+    touch the IRP unless it holds it through a completion routine that returns
+    STATUS_MORE_PROCESSING_REQUIRED.
+
+    On cancellation: this call adds nothing; whatever the dispatch routine awaits decides.
+    Cancelling the requester while an IRP is pending is handled where the IRP is awaited.
+
+    :returns: the status returned by the dispatch routine.
+    :raises BugCheck: 0x35 if the IRP has no stack location left; 0xC9 / 0x03 if *irp* is not an
+        IRP; 0xC9 / 0x04 or 0x204 if *device* is not a live device; 0xC9 / 0x203 if a cancel
+        routine is still set.
+    :raises TypeError: if the dispatch routine returns something that is not a status.
+    """
+    if type(irp) is not Irp and not isinstance(irp, Irp):
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"call_driver was given {type(irp).__name__} {irp!r}, not an Irp",
+            parameters=(VerifierCode.CALL_DRIVER_NON_IRP, irp, 0, 0),
+        )
+    if type(device) is not DeviceObject or device.deleted:
+        _bad_device(device, irp)
+    index = irp._index - 1
+    if not 0 <= index < irp.stack_count:
+        _bad_location(irp, index, device)
+    if irp.cancel_routine is not None:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"call_driver with cancel routine {irp.cancel_routine!r} still set: a driver must disarm its cancel routine before passing the IRP on",
+            parameters=(VerifierCode.CALL_DRIVER_WITH_CANCEL_ROUTINE, irp, 0, 0),
+            irp=irp,
+            device=device,
+            driver=device.driver,
+        )
+    irp._index = index
+    loc = irp._stack[index]
+    loc.device = device
+    routine = device.driver.major_function[loc.major]
+    monitor = irp._monitor
+    if monitor is None:
+        status = await routine(device, irp)
+    else:
+        monitor.dispatching(irp, device)
+        status = await routine(device, irp)
+        monitor.dispatched(irp, device, status)
+    if type(status) is not NtStatus:
+        return _checked_status(status, device)
+    return status
+
+
+def _bad_location(irp: Irp, index: int, device: DeviceObject) -> None:
+    if index < 0:
+        raise BugCheck(
+            BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS,
+            f"{irp!r} has no stack location left for {device!r}: allocate IRPs with at least the"
+            f" target's stack_size ({device.stack_size})",
+            parameters=(irp, 0, 0, 0),
+            irp=irp,
+            device=device,
+            driver=device.driver,
+        )
+    raise IrpStateError(f"cannot send {irp!r}: it has completed; reuse it before sending it again")
+
+
+async def pass_down(device: DeviceObject, irp: Irp) -> NtStatus:
+    """Skip the current location and send *irp* to ``device.lower_device``, untouched.
+
+    The idiom for "I have nothing to do with this request": the lower driver receives this very
+    location (and the completion routine of the driver above, if any).  This driver gets no
+    completion callback.
+
+    On cancellation: as :func:`call_driver`.
+
+    :returns: the lower driver's status, which a dispatch routine returns unchanged.
+    :raises IrpStateError: if *device* has no lower device.
+    """
+    lower = device.lower_device
+    if lower is None:
+        raise IrpStateError(f"cannot pass {irp!r} down: {device!r} is not attached to a lower device")
+    irp.skip_current_stack_location()
+    return await call_driver(lower, irp)
+
+
+def _bad_device(device: object, irp: Irp) -> None:
+    if device is None:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            "call_driver with no device object",
+            parameters=(VerifierCode.NULL_DEVICE_OBJECT, irp, 0, 0),
+            irp=irp,
+        )
+    if isinstance(device, DeviceObject) and not device.deleted:
+        return
+    raise BugCheck(
+        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+        f"call_driver was given {device!r}, which is not a live DeviceObject",
+        parameters=(VerifierCode.CALL_DRIVER_INVALID_DEVICE, device, irp, 0),
+        irp=irp,
+    )
+
+
+def _checked_status(status: object, device: DeviceObject) -> NtStatus:
+    if isinstance(status, int) and not isinstance(status, bool):
+        return NtStatus(status)
+    raise TypeError(
+        f"the dispatch routine of {device.driver!r} for {device!r} returned {status!r}; a dispatch routine"
+        " returns an NTSTATUS: the IRP's status, or STATUS_PENDING after marking it pending"
+    )

@@ -1,0 +1,43 @@
+"""IoCancelIrp (reference 6.1)."""
+
+from __future__ import annotations
+
+from ._bugcheck import BugCheck, BugCheckCode
+from ._irp import Irp
+
+__all__ = ["cancel_irp"]
+
+
+def cancel_irp(irp: Irp) -> bool:
+    """``IoCancelIrp``: ask whoever holds *irp* to give it up.
+
+    Sets the sticky ``irp.cancel`` flag (always), then atomically takes the cancel routine; if one
+    was set it is called with the device of the current location and the IRP, and must complete the
+    IRP with STATUS_CANCELLED (after removing it from wherever its driver keeps it).
+
+    The result only says whether a cancel routine was called.  It does not mean the IRP is or
+    will be cancelled: a driver without a cancel routine may still notice ``irp.cancel``, or finish
+    the request with success.  Whoever cancels must still wait for the IRP to come back.
+
+    There is no cancel spin lock to release: cancel routines are plain functions on the event loop's
+    single thread, so nothing can run between taking the routine and calling it.
+
+    :returns: True if a cancel routine was called.
+    :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed.
+    """
+    irp.cancel = True
+    routine = irp.cancel_routine
+    if routine is None:
+        return False
+    irp.cancel_routine = None
+    index = irp._index
+    if index > irp.stack_count:
+        raise BugCheck(
+            BugCheckCode.CANCEL_STATE_IN_COMPLETED_IRP,
+            "a cancel routine was still set on an IRP that has already completed",
+            parameters=(irp, routine, 0, 0),
+            irp=irp,
+        )
+    device = irp._stack[index].device if index < irp.stack_count else None
+    routine(device, irp)
+    return True

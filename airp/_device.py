@@ -1,0 +1,164 @@
+"""Device objects and device stacks (reference 8.3)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from ._codes import DeviceFlags
+from ._errors import NtStatusError
+from ._status import STATUS_NO_SUCH_DEVICE
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+_INHERITED_FLAGS = DeviceFlags.BUFFERED_IO | DeviceFlags.DIRECT_IO | DeviceFlags.POWER_PAGABLE
+
+__all__ = ["DeviceObject", "attach_device", "delete_device", "detach_device", "get_attached_device"]
+
+
+class DeviceObject:
+    """``DEVICE_OBJECT``: one layer of a device stack, served by one driver.
+
+    Create devices with :meth:`airp.IoManager.create_device`; stack them with
+    :func:`attach_device`.
+
+    :ivar driver: the driver whose dispatch routines serve this device.
+    :ivar name: the name in the I/O manager's namespace, or ``None`` for an unnamed device.
+    :ivar stack_size: how many stack locations an IRP sent to this device needs: 1 for a device
+        created alone, one more than the device below when attached (reference 8.3).
+    :ivar flags: ``DeviceFlags`` (``DO_BUFFERED_IO``, ``DO_DIRECT_IO``, ...).
+    :ivar lower_device: the device this one is attached to (what :func:`attach_device` returned),
+        where the driver sends IRPs it passes down.
+    :ivar attached_device: the device attached directly above this one.
+    :ivar extension: the driver's per-device state (``DeviceExtension``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "attached_device",
+        "current_irp",
+        "deleted",
+        "device_type",
+        "driver",
+        "extension",
+        "flags",
+        "lower_device",
+        "name",
+        "stack_size",
+    )
+
+    def __init__(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = 0x22,
+        flags: int = 0,
+        extension: Any = None,
+    ) -> None:
+        from ._driver import Driver
+
+        if not isinstance(driver, Driver):
+            raise TypeError(f"a device needs a Driver instance, got {type(driver).__name__} {driver!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"a device name must be a non-empty str or None, got {name!r}")
+        self.driver = driver
+        self.name = name
+        self.device_type = device_type
+        self.flags = int(flags)
+        self.stack_size = 1
+        self.lower_device: DeviceObject | None = None
+        self.attached_device: DeviceObject | None = None
+        self.extension = extension
+        self.current_irp: Any = None
+        self.deleted = False
+        driver.devices.append(self)
+
+    def __repr__(self) -> str:
+        label = self.name or f"{self.driver.name} device"
+        return f"<DeviceObject {label}>"
+
+
+def get_attached_device(device: DeviceObject) -> DeviceObject:
+    """``IoGetAttachedDevice``: the topmost device of the stack that *device* belongs to."""
+    while device.attached_device is not None:
+        device = device.attached_device
+    return device
+
+
+def attach_device(source: DeviceObject, target: DeviceObject) -> DeviceObject:
+    """``IoAttachDeviceToDeviceStack``: put *source* on top of the stack that holds *target*.
+
+    *source* is attached to the topmost device above *target*, which may not be *target* itself;
+    its ``stack_size`` becomes one more than that device's.  Send passed-down IRPs to the returned
+    device (it is also stored as ``source.lower_device``).
+
+    Departure: Windows leaves copying ``DO_BUFFERED_IO``, ``DO_DIRECT_IO``, ``DO_POWER_PAGABLE``
+    and the device type to the attaching driver, and Driver Verifier flags a filter that forgets
+    (0x244, 0x23F, 0x246).  airp copies them here, because every correct filter does exactly that
+    and the I/O manager picks the transfer type from the top device's flags.
+
+    :returns: the device *source* was attached to.
+    :raises NtStatusError: STATUS_NO_SUCH_DEVICE if the top of the target stack is still
+        initializing or has been deleted (the Safe variant's answer; Windows' plain call returns
+        NULL).
+    :raises ValueError: if *source* is already attached to a stack.
+    """
+    if not isinstance(source, DeviceObject) or not isinstance(target, DeviceObject):
+        raise TypeError(f"attach_device takes two DeviceObjects, got {source!r} and {target!r}")
+    if source.lower_device is not None:
+        raise ValueError(f"{source!r} is already attached to {source.lower_device!r}; detach it first")
+    top = get_attached_device(target)
+    if top is source:
+        raise ValueError(f"cannot attach {source!r} to its own stack")
+    if top.deleted or top.flags & DeviceFlags.DEVICE_INITIALIZING:
+        raise NtStatusError(STATUS_NO_SUCH_DEVICE, f"cannot attach {source!r}: {top!r} is initializing or deleted")
+    top.attached_device = source
+    source.lower_device = top
+    source.stack_size = top.stack_size + 1
+    source.flags |= top.flags & _INHERITED_FLAGS
+    source.device_type = top.device_type
+    return top
+
+
+def detach_device(lower: DeviceObject) -> None:
+    """``IoDetachDevice``: detach whatever device is attached directly above *lower*.
+
+    :raises BugCheck: 0xC9 / 0x202 if nothing is attached to *lower*.
+    """
+    upper = lower.attached_device
+    if upper is None:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            "detach_device on a device that has nothing attached above it",
+            parameters=(VerifierCode.DETACH_UNATTACHED_DEVICE, lower, 0, 0),
+            device=lower,
+            driver=lower.driver,
+        )
+    lower.attached_device = None
+    upper.lower_device = None
+
+
+def delete_device(device: DeviceObject) -> None:
+    """``IoDeleteDevice`` without the namespace part: see :meth:`airp.IoManager.delete_device`."""
+    if device.deleted:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            "a device was deleted twice",
+            parameters=(VerifierCode.DELETE_DEVICE_TWICE, device, 0, 0),
+            device=device,
+            driver=device.driver,
+        )
+    if device.lower_device is not None:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"deleting {device!r} while it is still attached to {device.lower_device!r}: detach it first",
+            parameters=(VerifierCode.DELETE_ATTACHED_DEVICE, device, device.lower_device, 0),
+            device=device,
+            driver=device.driver,
+        )
+    device.deleted = True
+    if device in device.driver.devices:
+        device.driver.devices.remove(device)
+

@@ -1,0 +1,112 @@
+"""Driver objects: a table of coroutine dispatch routines, one per major function."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from ._codes import MAJOR_FUNCTION_COUNT, IrpMajor
+
+if TYPE_CHECKING:
+    from ._device import DeviceObject
+    from ._irp import Irp
+
+__all__ = ["DispatchRoutine", "Driver", "dispatch"]
+
+#: ``async def routine(device, irp) -> status``.  It completes the IRP, passes it down, or marks it
+#: pending and returns STATUS_PENDING.  The status it returns goes back unchanged to whoever called
+#: :func:`~airp.call_driver`.
+DispatchRoutine = Callable[["DeviceObject", "Irp"], Awaitable[int]]
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[int]])
+
+
+def dispatch(*majors: IrpMajor | int) -> Callable[[_F], _F]:
+    """Declare a :class:`Driver` method as the dispatch routine for one or more major functions.
+
+    ::
+
+        class Disk(airp.Driver):
+            @airp.dispatch(airp.IrpMajor.READ, airp.IrpMajor.WRITE)
+            async def read_write(self, device, irp):
+                ...
+
+    :raises ValueError: if a major function code is out of range or none is given.
+    :raises TypeError: (when applied) if the method is not an ``async def``.
+    """
+    if not majors:
+        raise ValueError("dispatch() needs at least one major function code")
+    codes = tuple(_check_major(m) for m in majors)
+
+    def mark(func: _F) -> _F:
+        is_async = inspect.iscoroutinefunction(func)  # a variable: the TypeGuard would narrow _F
+        if not is_async:
+            raise TypeError(f"dispatch routine {func.__qualname__} must be an async def (it may await lower drivers)")
+        existing: tuple[int, ...] = getattr(func, "_airp_majors", ())
+        func._airp_majors = existing + codes  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def _check_major(major: object) -> int:
+    if not isinstance(major, int) or isinstance(major, bool) or not 0 <= major < MAJOR_FUNCTION_COUNT:
+        raise ValueError(f"a major function code is an IrpMajor (0..{MAJOR_FUNCTION_COUNT - 1:#x}), got {major!r}")
+    return int(major)
+
+
+class Driver:
+    """``DRIVER_OBJECT``: the dispatch table shared by all devices of one driver.
+
+    Subclass it and declare dispatch routines with :func:`dispatch`, or fill the table with
+    :meth:`set_dispatch`.  A major function the driver does not handle answers
+    STATUS_INVALID_DEVICE_REQUEST, as the I/O manager's default does; a filter driver sets
+    ``pass_through = True`` so that everything it does not handle is skipped down to the device
+    below, untouched (which is also what PnP, power and WMI requests need, reference 8.2).
+
+    :param name: a name for traces and bug checks (default: the class name).
+    :ivar major_function: the dispatch table, indexed by major function code.
+    :ivar devices: the devices this driver has created.
+    """
+
+    #: Class attribute: pass unhandled major functions down instead of failing them.
+    pass_through: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+        self.devices: list[DeviceObject] = []
+        default = self._pass_down if self.pass_through else self._invalid_device_request
+        self.major_function: list[DispatchRoutine] = [default] * MAJOR_FUNCTION_COUNT
+        for klass in reversed(type(self).__mro__):
+            for attr in vars(klass).values():
+                for major in getattr(attr, "_airp_majors", ()):
+                    self.major_function[major] = getattr(self, attr.__name__)
+
+    def set_dispatch(self, major: IrpMajor | int, routine: DispatchRoutine) -> None:
+        """Install *routine* as the dispatch routine for *major* (``MajorFunction[major] = ...``).
+
+        :raises ValueError: if *major* is out of range.
+        :raises TypeError: if *routine* is not a coroutine function.
+        """
+        code = _check_major(major)
+        if not inspect.iscoroutinefunction(routine):
+            raise TypeError(f"dispatch routine {routine!r} must be a coroutine function (device, irp) -> status")
+        self.major_function[code] = routine
+
+    async def _invalid_device_request(self, device: DeviceObject, irp: Irp) -> int:
+        from ._completion import complete_request
+        from ._status import STATUS_INVALID_DEVICE_REQUEST
+
+        complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0)
+        return STATUS_INVALID_DEVICE_REQUEST
+
+    async def _pass_down(self, device: DeviceObject, irp: Irp) -> int:
+        from ._call import pass_down
+
+        return await pass_down(device, irp)
+
+    def __repr__(self) -> str:
+        return f"<Driver {self.name}>"
+
+

@@ -1,0 +1,284 @@
+"""The I/O manager: the device namespace, handles, and the requester's calls (DESIGN layer 3)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+from ._call import call_driver
+from ._codes import DeviceFlags, IrpMajor
+from ._device import DeviceObject, delete_device, get_attached_device
+from ._driver import Driver
+from ._errors import NtStatusError
+from ._file import FileObject
+from ._irp import Irp
+from ._requests import (
+    Overlapped,
+    build_device_control_request,
+    build_read_write_request,
+    check_returned_status,
+    count_result,
+)
+from ._status import STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
+from ._tracing import IrpMonitor
+
+__all__ = ["FileHandle", "IoManager"]
+
+#: FILE_DEVICE_UNKNOWN
+DEFAULT_DEVICE_TYPE = 0x22
+
+
+class IoManager:
+    """The requester's side of airp: names devices, opens them, builds and sends requests.
+
+    An I/O manager is a plain object; make one per application or per test.  It holds no event
+    loop state, so it can be created outside a running loop.
+
+    :param monitor: an :class:`~airp.IrpMonitor` that every IRP built here reports to, or
+        ``None`` for no tracing (the default; costs one ``is None`` test per layer).
+    """
+
+    def __init__(self, *, monitor: IrpMonitor | None = None) -> None:
+        self.monitor = monitor
+        self._names: dict[str, DeviceObject] = {}
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def create_device(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = DEFAULT_DEVICE_TYPE,
+        flags: int = 0,
+        extension: Any = None,
+        initializing: bool = False,
+    ) -> DeviceObject:
+        """``IoCreateDevice``: a new device served by *driver*, named *name* if given.
+
+        Departure: Windows creates every device with ``DO_DEVICE_INITIALIZING`` set and the driver
+        clears it at the end of AddDevice; airp leaves it clear unless *initializing* is True,
+        since there is no AddDevice callback to clear it in.
+
+        :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
+        :raises TypeError: if *driver* is not a :class:`~airp.Driver` or *name* not a str.
+        """
+        if name is not None and name in self._names:
+            raise NtStatusError(STATUS_OBJECT_NAME_COLLISION, f"a device named {name!r} already exists")
+        if initializing:
+            flags |= DeviceFlags.DEVICE_INITIALIZING
+        device = DeviceObject(driver, name, device_type=device_type, flags=flags, extension=extension)
+        if name is not None:
+            self._names[name] = device
+        return device
+
+    def delete_device(self, device: DeviceObject) -> None:
+        """``IoDeleteDevice``: remove *device* from the namespace and mark it deleted.
+
+        :raises BugCheck: 0xC9 / 0x240 if deleted twice, 0x201 if still attached to a lower device.
+        """
+        delete_device(device)
+        if device.name is not None and self._names.get(device.name) is device:
+            del self._names[device.name]
+
+    def get_device(self, name: str) -> DeviceObject:
+        """The device named *name*.
+
+        :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND (a :class:`LookupError` too) if no
+            device has that name.
+        """
+        try:
+            return self._names[name]
+        except KeyError:
+            known = ", ".join(sorted(self._names)) or "none"
+            raise NtStatusError(STATUS_OBJECT_NAME_NOT_FOUND, f"no device named {name!r} (known: {known})") from None
+
+    @property
+    def device_names(self) -> list[str]:
+        """The names of all named devices."""
+        return sorted(self._names)
+
+    def allocate_irp(self, stack_size: int) -> Irp:
+        """``IoAllocateIrp``: a fresh IRP with *stack_size* locations, traced by this manager.
+
+        :raises ValueError: if *stack_size* is out of range (1 to 127).
+        """
+        irp = Irp(stack_size)
+        if self.monitor is not None:
+            self.monitor.watch(irp)
+        return irp
+
+    # -- handles -----------------------------------------------------------------------------
+
+    def open(self, name: str, *, synchronous: bool = False) -> _Opening:
+        """Open the device named *name*: sends IRP_MJ_CREATE to the top of its stack.
+
+        Use it either way::
+
+            handle = await io.open("\\\\Device\\\\Disk")
+            async with io.open("\\\\Device\\\\Disk") as handle:
+                ...
+
+        On cancellation: as awaiting any IRP; the CREATE request is cancelled and waited for, and
+        no handle is returned.
+
+        :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND for an unknown name, or the status the
+            driver failed the CREATE with.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"a device name is a str, got {type(name).__name__} {name!r}")
+        return _Opening(self, name, synchronous)
+
+    async def _open(self, name: str, synchronous: bool) -> FileHandle:
+        device = self.get_device(name)
+        file_object = FileObject(device, synchronous=synchronous)
+        handle = FileHandle(self, file_object)
+        await handle._simple(IrpMajor.CREATE)
+        return handle
+
+    async def _send(self, request: Overlapped[Any], top: DeviceObject) -> Overlapped[Any]:
+        irp = request.irp
+        if self.monitor is not None:
+            self.monitor.watch(irp)
+        status = await call_driver(top, irp)
+        request.status_returned = status
+        check_returned_status(irp, status, top)
+        return request
+
+
+class _Opening:
+    __slots__ = ("_handle", "_io", "_name", "_synchronous")
+
+    def __init__(self, io: IoManager, name: str, synchronous: bool) -> None:
+        self._io = io
+        self._name = name
+        self._synchronous = synchronous
+        self._handle: FileHandle | None = None
+
+    def __await__(self) -> Generator[Any, None, FileHandle]:
+        return self._io._open(self._name, self._synchronous).__await__()
+
+    async def __aenter__(self) -> FileHandle:
+        self._handle = await self._io._open(self._name, self._synchronous)
+        return self._handle
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._handle is not None:
+            await self._handle.close()
+
+
+class FileHandle:
+    """An open handle to a device: the requester's calls.
+
+    Each call builds an IRP for the top of the device's stack, sends it with
+    :func:`~airp.call_driver` and waits for its completion.  Results come back as data; a final
+    status that is not success raises :class:`~airp.NtStatusError` carrying the status.  Each call
+    also has an ``*_overlapped`` form that returns as soon as the dispatch routine has returned,
+    with an :class:`~airp.Overlapped` to await later.
+
+    On cancellation (all calls): the IRP is cancelled, the call waits, shielded, until a driver
+    has completed it, then the cancellation propagates.
+
+    Use it as an async context manager to close it.
+    """
+
+    def __init__(self, io: IoManager, file_object: FileObject) -> None:
+        self.io = io
+        self.file_object = file_object
+
+    @property
+    def device(self) -> DeviceObject:
+        """The device that was opened by name."""
+        return self.file_object.device
+
+    def _top(self) -> DeviceObject:
+        if self.file_object.closed:
+            raise ValueError(f"{self.file_object!r} is closed")
+        return get_attached_device(self.file_object.device)
+
+    async def _simple(self, major: IrpMajor) -> None:
+        top = get_attached_device(self.file_object.device)
+        irp = Irp(top.stack_size)
+        irp.file_object = self.file_object
+        loc = irp._stack[irp.stack_count - 1]
+        loc.major = major
+        loc.file_object = self.file_object
+        request: Overlapped[int] = Overlapped(irp, None, count_result)
+        await self.io._send(request, top)
+        await request
+
+    async def read_overlapped(self, length: int, *, offset: int = 0) -> Overlapped[bytes]:
+        """Send a read of *length* bytes at *offset*; return once the dispatch routine returned."""
+        top = self._top()
+        request = build_read_write_request(top, IrpMajor.READ, length=length, offset=offset, file_object=self.file_object)
+        return await self.io._send(request, top)
+
+    async def read(self, length: int, *, offset: int = 0) -> bytes:
+        """Read up to *length* bytes at *offset*.
+
+        :returns: the bytes the driver transferred (``information`` of them).
+        :raises NtStatusError: if the final status is not success.
+        """
+        request = await self.read_overlapped(length, offset=offset)
+        return await request
+
+    async def write_overlapped(self, data: bytes | bytearray | memoryview, *, offset: int = 0) -> Overlapped[int]:
+        """Send a write of *data* at *offset*; return once the dispatch routine returned."""
+        top = self._top()
+        request = build_read_write_request(top, IrpMajor.WRITE, data=data, offset=offset, file_object=self.file_object)
+        return await self.io._send(request, top)
+
+    async def write(self, data: bytes | bytearray | memoryview, *, offset: int = 0) -> int:
+        """Write *data* at *offset*.
+
+        :returns: the number of bytes the driver reports written.
+        :raises NtStatusError: if the final status is not success.
+        """
+        request = await self.write_overlapped(data, offset=offset)
+        return await request
+
+    async def device_control_overlapped(
+        self, code: int, input: bytes | bytearray | memoryview = b"", output_length: int = 0, *, internal: bool = False
+    ) -> Overlapped[bytes]:
+        """Send a device-control request; return once the dispatch routine returned."""
+        top = self._top()
+        request = build_device_control_request(top, code, input, output_length, internal=internal, file_object=self.file_object)
+        return await self.io._send(request, top)
+
+    async def device_control(
+        self, code: int, input: bytes | bytearray | memoryview = b"", output_length: int = 0, *, internal: bool = False
+    ) -> bytes:
+        """``DeviceIoControl``: send control code *code* with *input*, expect up to *output_length* bytes.
+
+        The transfer method (buffered, in/out direct, neither) is the low two bits of *code*.
+
+        :returns: the output bytes (``information`` of them).
+        :raises NtStatusError: if the final status is not success.
+        """
+        request = await self.device_control_overlapped(code, input, output_length, internal=internal)
+        return await request
+
+    async def close(self) -> None:
+        """Close the handle: IRP_MJ_CLEANUP, then IRP_MJ_CLOSE.  Closing twice does nothing.
+
+        A driver that fails either request does not keep the handle open; its status is ignored,
+        as Windows ignores it.
+        """
+        if self.file_object.closed:
+            return
+        for major in (IrpMajor.CLEANUP, IrpMajor.CLOSE):
+            # Windows closes the handle whatever the driver answers.
+            with contextlib.suppress(NtStatusError):
+                await self._simple(major)
+        self.file_object.closed = True
+
+    async def __aenter__(self) -> FileHandle:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<FileHandle {self.file_object!r}>"

@@ -1,0 +1,418 @@
+"""The IRP, its stack locations and the stack-location macros (reference sections 1, 4).
+
+This module is part of the sans-I/O machine: it imports no event loop library.  Only awaiting a
+pended IRP reaches into the async shell (``airp._waiting``), and it does so lazily, so an IRP can be
+built, sent through synchronous test doubles and completed without any event loop.
+
+Geometry (reference 1.3).  An IRP with ``stack_count`` locations numbers them 1..stack_count.
+``current_location`` starts at ``stack_count + 1`` ("no current location": the IRP belongs to its
+creator), :func:`~airp.call_driver` decrements it, :meth:`Irp.skip_current_stack_location`
+increments it, and the completion walk climbs back up until ``stack_count + 2`` ("completed").
+The creator fills the *next* location, which for a fresh IRP is location ``stack_count``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._codes import IrpMajor, StackControl
+from ._status import STATUS_SUCCESS, IoStatus, NtStatus
+
+if TYPE_CHECKING:
+    from ._device import DeviceObject
+    from ._file import FileObject
+    from ._tracing import IrpMonitor
+
+__all__ = [
+    "CancelRoutine",
+    "CompletionRoutine",
+    "DeviceIoControlParameters",
+    "Irp",
+    "IrpStateError",
+    "OtherParameters",
+    "ReadWriteParameters",
+    "StackLocation",
+]
+
+#: ``routine(device, irp, context) -> status``: a plain function run during the completion walk.
+#: ``device`` is the device of the location that owns the routine, or ``None`` for the IRP's
+#: creator.  Return ``STATUS_CONTINUE_COMPLETION`` to let the walk go on, or
+#: ``STATUS_MORE_PROCESSING_REQUIRED`` to stop it and keep the IRP.
+CompletionRoutine = Callable[["DeviceObject | None", "Irp", Any], int]
+
+#: ``routine(device, irp) -> None``: a plain function run by :func:`~airp.cancel_irp`.
+CancelRoutine = Callable[["DeviceObject | None", "Irp"], None]
+
+_PENDING_RETURNED = int(StackControl.PENDING_RETURNED)
+_INVOKE_ON_SUCCESS = int(StackControl.INVOKE_ON_SUCCESS)
+_INVOKE_ON_ERROR = int(StackControl.INVOKE_ON_ERROR)
+_INVOKE_ON_CANCEL = int(StackControl.INVOKE_ON_CANCEL)
+
+#: The largest stack a CHAR StackCount can describe.
+MAX_STACK_SIZE = 127
+
+
+_new_tuple = tuple.__new__
+
+
+def _io_status(status: int, information: int) -> IoStatus:
+    # IoStatus(...) through the NamedTuple constructor costs three times as much.
+    if type(status) is not NtStatus:
+        status = NtStatus(status)
+    return _new_tuple(IoStatus, (status, information))
+
+
+class IrpStateError(RuntimeError):
+    """An IRP was used in a way its current state does not allow (no such stack location, ...).
+
+    Misuse that Windows answers with a bug check raises :class:`~airp.BugCheck` instead.
+    """
+
+
+class _Waker(Protocol):
+    def set(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWriteParameters:
+    """``Parameters.Read`` / ``Parameters.Write`` of a stack location."""
+
+    length: int
+    byte_offset: int = 0
+    key: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIoControlParameters:
+    """``Parameters.DeviceIoControl`` (also used for internal device control)."""
+
+    io_control_code: int
+    input_buffer_length: int = 0
+    output_buffer_length: int = 0
+    #: METHOD_NEITHER only: the requester's input buffer, as given.
+    type3_input_buffer: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherParameters:
+    """``Parameters.Others``: four untyped arguments, for internal requests between drivers."""
+
+    argument1: Any = None
+    argument2: Any = None
+    argument3: Any = None
+    argument4: Any = None
+
+
+class StackLocation:
+    """One ``IO_STACK_LOCATION``: what one driver in the stack is asked to do.
+
+    Parameter records are frozen, so :meth:`Irp.copy_current_stack_location_to_next` can share
+    them between locations the way the C macro copies them by value; build a changed copy with
+    :func:`dataclasses.replace`.
+
+    The completion routine stored here belongs to the driver that owns the location *above* (the
+    caller), and runs when this location is completed (reference 1.2).
+    """
+
+    __slots__ = (
+        "completion_context",
+        "completion_routine",
+        "control",
+        "device",
+        "file_object",
+        "flags",
+        "major",
+        "minor",
+        "parameters",
+    )
+
+    def __init__(self) -> None:
+        self.major: int = 0
+        self.minor: int = 0
+        self.flags: int = 0
+        self.control: int = 0
+        self.parameters: Any = None
+        self.device: DeviceObject | None = None
+        self.file_object: FileObject | None = None
+        self.completion_routine: CompletionRoutine | None = None
+        self.completion_context: Any = None
+
+    def __repr__(self) -> str:
+        try:
+            major = IrpMajor(self.major).name
+        except ValueError:
+            major = hex(self.major)
+        return f"<StackLocation {major} minor={self.minor:#x} control={self.control:#x} device={self.device!r}>"
+
+
+class Irp:
+    """An I/O request packet: a request travelling down a device stack and its result coming back.
+
+    Awaiting an IRP returns its final :class:`~airp.IoStatus` once the completion walk has
+    finished.  An IRP that is already complete is awaited without touching the event loop (no
+    checkpoint, no event); a pending one is awaited through one lazily created event.
+
+    On cancellation: a task that awaits a pending IRP inside a cancelled scope cancels the IRP
+    (:func:`~airp.cancel_irp`), waits shielded for its driver to complete it, and then re-raises
+    the cancellation.  See :func:`airp.wait_for_irp`.
+
+    :param stack_size: how many stack locations, 1 to 127: at least the ``stack_size`` of the
+        device it will be sent to, one more if the sender wants a location for itself.
+    :raises TypeError: if *stack_size* is not an int.
+    :raises ValueError: if *stack_size* is out of range.
+    """
+
+    # Hot fields live in slots and are set by __init__.  Cold fields (read often, written by few
+    # IRPs) are class-level defaults shadowed through the instance dict only when written: a fresh
+    # IRP then costs a dozen stores instead of two dozen, and the dict is created only for IRPs
+    # that use a cold field.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_final_stage",
+        "_index",
+        "_monitor",
+        "_stack",
+        "_waiter",
+        "cancel",
+        "cancel_routine",
+        "information",
+        "master_irp",
+        "pending_returned",
+        "stack_count",
+        "status",
+    )
+
+    #: ``IRP_*`` flags (:class:`~airp.IrpFlags`).
+    flags: int = 0
+    #: How the IRP was allocated (issue-specific allocators set it).
+    allocation_flags: int = 0
+    #: Buffered I/O: the I/O manager's private copy of the data.
+    system_buffer: bytearray | None = None
+    #: Neither I/O: the requester's buffer as given; buffered reads: where output is copied back.
+    user_buffer: Any = None
+    #: Direct I/O: a view of the requester's buffer (the MDL).
+    mdl: memoryview | None = None
+    #: The file object the request was issued for (``OriginalFileObject``).
+    file_object: FileObject | None = None
+    #: In a master IRP: how many associated IRPs are still outstanding.
+    associated_irp_count: int = 0
+    #: Scratch for the driver that currently owns the IRP; invalid once the IRP is completed.
+    driver_context: Any = None
+    #: The requester (task) the IRP is charged to, if any.
+    owner: Any = None
+    _trace_id: int = 0
+
+    def __init__(self, stack_size: int) -> None:
+        if type(stack_size) is not int:
+            raise TypeError(f"stack_size must be an int, got {type(stack_size).__name__} {stack_size!r}")
+        if not 1 <= stack_size <= MAX_STACK_SIZE:
+            raise ValueError(f"stack_size must be between 1 and {MAX_STACK_SIZE}, got {stack_size}")
+        self.stack_count = stack_size
+        self._stack = [StackLocation() for _ in range(stack_size)]
+        # 0-based index of the current location: stack_count means "none" (CurrentLocation =
+        # StackCount + 1) and stack_count + 1 means completed (StackCount + 2).
+        self._index = stack_size
+        self.status: int = STATUS_SUCCESS
+        self.information: int = 0
+        self.pending_returned = False
+        self.cancel = False
+        self.cancel_routine: CancelRoutine | None = None
+        self.master_irp: Irp | None = None
+        self._waiter: _Waker | None = None
+        self._final_stage: Callable[[Irp], None] | None = None
+        self._monitor: IrpMonitor | None = None
+
+    # -- geometry ---------------------------------------------------------------------------
+
+    @property
+    def current_location(self) -> int:
+        """``CurrentLocation``: 1-based; ``stack_count + 1`` = none, ``stack_count + 2`` = completed."""
+        return self._index + 1
+
+    @property
+    def completed(self) -> bool:
+        """True once the completion walk has reached the top (``CurrentLocation > StackCount + 1``)."""
+        return self._index > self.stack_count
+
+    @property
+    def io_status(self) -> IoStatus:
+        """``IoStatus`` as a record: the status and information written so far."""
+        return _io_status(self.status, self.information)
+
+    def stack_location(self, number: int) -> StackLocation:
+        """Stack location *number* (1-based, as ``CurrentLocation`` counts)."""
+        if not 1 <= number <= self.stack_count:
+            raise IndexError(f"stack location {number} does not exist: this IRP has locations 1..{self.stack_count}")
+        return self._stack[number - 1]
+
+    @property
+    def current_stack_location(self) -> StackLocation:
+        """``IoGetCurrentIrpStackLocation``: the location of the driver that holds the IRP.
+
+        :raises IrpStateError: if the IRP has no current location (fresh, back with its creator, or
+            completed).
+        """
+        index = self._index
+        if index >= self.stack_count:
+            raise IrpStateError(f"{self!r} has no current stack location: it has not been sent to a driver, or it is back with its creator")
+        return self._stack[index]
+
+    @property
+    def next_stack_location(self) -> StackLocation:
+        """``IoGetNextIrpStackLocation``: the location the next lower driver will receive.
+
+        :raises IrpStateError: if there is no location below the current one.
+        """
+        index = self._index - 1
+        if not 0 <= index < self.stack_count:
+            raise IrpStateError(f"{self!r} has no next stack location (stack_count {self.stack_count}, current location {self._index + 1})")
+        return self._stack[index]
+
+    # -- the stack-location macros ------------------------------------------------------------
+
+    def skip_current_stack_location(self) -> None:
+        """``IoSkipCurrentIrpStackLocation``: give the lower driver this very location.
+
+        The lower driver then sees whatever completion routine the caller above set here; the
+        skipping driver gets no completion call.  Do not set a completion routine or mark pending
+        after skipping: "next" is then the caller's own location.
+
+        :raises IrpStateError: if the IRP has no current location.
+        """
+        if self._index >= self.stack_count:
+            raise IrpStateError(f"cannot skip: {self!r} has no current stack location")
+        self._index += 1
+
+    def copy_current_stack_location_to_next(self) -> None:
+        """``IoCopyCurrentIrpStackLocationToNext``: the lower driver gets the same request.
+
+        Copies the major and minor function, flags, parameters, device and file object; zeroes the
+        next location's control bits and completion routine, so an upper driver's routine is never
+        copied down (Verifier 0x206 / 0x207 cannot happen through this call).
+        """
+        index = self._index
+        if not 0 < index < self.stack_count:
+            raise IrpStateError(f"cannot copy to next: {self!r} has no current location with a location below it")
+        stack = self._stack
+        src = stack[index]
+        dst = stack[index - 1]
+        dst.major = src.major
+        dst.minor = src.minor
+        dst.flags = src.flags
+        dst.parameters = src.parameters
+        dst.device = src.device
+        dst.file_object = src.file_object
+        dst.control = 0
+        dst.completion_routine = None
+        dst.completion_context = None
+
+    def set_completion_routine(
+        self,
+        routine: CompletionRoutine,
+        context: Any = None,
+        *,
+        on_success: bool = True,
+        on_error: bool = True,
+        on_cancel: bool = True,
+    ) -> None:
+        """``IoSetCompletionRoutine``: run *routine* when the next lower driver completes the IRP.
+
+        Stored on the *next* location; its control bits are reset to the invoke flags.  The routine
+        is a plain function ``routine(device, irp, context)`` called during the synchronous
+        completion walk; it must return ``STATUS_CONTINUE_COMPLETION`` or
+        ``STATUS_MORE_PROCESSING_REQUIRED``.  A routine that does not stop the walk must propagate
+        the pending mark: ``if irp.pending_returned: irp.mark_pending()`` (reference 5.4).
+
+        :raises TypeError: if *routine* is not callable.
+        :raises IrpStateError: if there is no next location.
+        """
+        index = self._index - 1
+        if not 0 <= index < self.stack_count:
+            raise IrpStateError(f"cannot set a completion routine: {self!r} has no next stack location")
+        if not callable(routine):
+            raise TypeError(f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}")
+        loc = self._stack[index]
+        loc.completion_routine = routine
+        loc.completion_context = context
+        control = 0
+        if on_success:
+            control = _INVOKE_ON_SUCCESS
+        if on_error:
+            control |= _INVOKE_ON_ERROR
+        if on_cancel:
+            control |= _INVOKE_ON_CANCEL
+        loc.control = control
+
+    def mark_pending(self) -> None:
+        """``IoMarkIrpPending``: mark the current location as having returned STATUS_PENDING.
+
+        A dispatch routine that returns STATUS_PENDING must mark the IRP first, and one that marks
+        it must return STATUS_PENDING (reference 5.4).
+
+        :raises IrpStateError: if the IRP has no current location (a creator on its own
+            driver-allocated IRP has none, unless it called :meth:`set_next_stack_location`).
+        """
+        index = self._index
+        if index >= self.stack_count:
+            raise IrpStateError(f"cannot mark pending: {self!r} has no current stack location")
+        self._stack[index].control |= _PENDING_RETURNED
+
+    def set_next_stack_location(self) -> None:
+        """``IoSetNextIrpStackLocation``: move down one location without calling a driver.
+
+        For a creator that allocated one extra location for itself, so that its completion routine
+        later gets a real device and a location it may mark pending.
+
+        :raises IrpStateError: if no location is left below.
+        """
+        if self._index <= 0 or self._index > self.stack_count:
+            raise IrpStateError(f"cannot set the next stack location: {self!r} has no location below the current one")
+        self._index -= 1
+
+    def set_cancel_routine(self, routine: CancelRoutine | None) -> CancelRoutine | None:
+        """``IoSetCancelRoutine``: exchange the cancel routine and return the previous one.
+
+        The exchange is atomic with respect to :func:`~airp.cancel_irp` because both are
+        synchronous and run on the event loop's single thread.  A ``None`` result when disarming
+        means a cancel routine has already been taken and is running or about to run: leave the
+        IRP to it (reference 6.3).
+
+        :raises TypeError: if *routine* is a coroutine function or not callable: cancel routines
+            run synchronously inside :func:`~airp.cancel_irp` and cannot await.
+        """
+        if routine is not None and (not callable(routine) or inspect.iscoroutinefunction(routine)):
+            raise TypeError(
+                f"a cancel routine must be a plain function (device, irp) -> None, got {routine!r}"
+                " (cancel routines run synchronously inside cancel_irp and cannot await)"
+            )
+        old = self.cancel_routine
+        self.cancel_routine = routine
+        return old
+
+    # -- awaiting -----------------------------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, IoStatus]:
+        if self._index > self.stack_count:
+            return _io_status(self.status, self.information)
+        from ._waiting import wait_for_irp
+
+        return (yield from wait_for_irp(self).__await__())
+
+    def __repr__(self) -> str:
+        label = f"#{self._trace_id}" if self._trace_id else hex(id(self))
+        if self._index > self.stack_count:
+            state = f"completed {NtStatus(self.status).name}"
+        elif self._index == self.stack_count:
+            state = "with its creator"
+        else:
+            loc = self._stack[self._index]
+            try:
+                major = IrpMajor(loc.major).name
+            except ValueError:
+                major = hex(loc.major)
+            state = f"{major} at location {self._index + 1}/{self.stack_count}"
+        return f"<Irp {label} {state}>"

@@ -1,0 +1,272 @@
+"""Requests built by the I/O manager and their final stage (reference 2.6 to 2.8, 5.6, 5.7).
+
+The transfer type decides what a driver finds in the IRP:
+
+- buffered (``DO_BUFFERED_IO``, ``METHOD_BUFFERED``): ``irp.system_buffer`` is a private
+  ``bytearray``; input is copied in before the request is sent, output is copied back to the
+  requester at completion (``information`` bytes, also for warnings, never for errors);
+- direct (``DO_DIRECT_IO``, ``METHOD_IN_DIRECT`` / ``METHOD_OUT_DIRECT``): ``irp.mdl`` is a
+  ``memoryview`` of the requester's own buffer (writable for reads and OUT_DIRECT, read-only for
+  writes and IN_DIRECT); nothing is copied at completion;
+- neither: ``irp.user_buffer`` is the requester's buffer object itself, and for device control
+  the stack location's ``type3_input_buffer`` is the requester's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, Generic, TypeVar
+
+from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from ._codes import DeviceFlags, IrpFlags, IrpMajor, TransferMethod
+from ._device import DeviceObject
+from ._errors import NtStatusError
+from ._file import FileObject
+from ._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
+from ._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
+
+__all__ = ["Overlapped", "build_device_control_request", "build_read_write_request"]
+
+T = TypeVar("T")
+
+
+class Overlapped(Generic[T]):
+    """A request that has been sent and may still be in flight (Win32's ``OVERLAPPED``).
+
+    Returned by the ``*_overlapped`` calls of :class:`~airp.FileHandle` once the dispatch routine
+    has returned.  Await it for the result, as the plain calls do.
+
+    :ivar irp: the request's IRP.
+    :ivar status_returned: what the top driver's dispatch routine returned (STATUS_PENDING for a
+        request still in flight).  It is *not* the result: the result is the IRP's IoStatus.
+    :ivar io_status_block: the requester's status block, written by the final stage following
+        reference 5.7: always for success, informational and warning statuses; for an error only
+        if the IRP was pended (an error returned synchronously is reported only through the call).
+    """
+
+    __slots__ = ("_output", "_result", "io_status_block", "irp", "status_returned")
+
+    def __init__(self, irp: Irp, output: bytearray | None, result: Callable[[Overlapped[T]], T]) -> None:
+        self.irp = irp
+        self._output = output
+        self._result = result
+        self.status_returned: NtStatus | None = None
+        self.io_status_block: IoStatus | None = None
+        irp._final_stage = self._finish
+
+    @property
+    def done(self) -> bool:
+        """True once the IRP has been completed all the way up."""
+        return self.irp.completed
+
+    def _finish(self, irp: Irp) -> None:
+        status = irp.status
+        if self.status_returned == STATUS_PENDING and not irp.pending_returned:
+            check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)
+        output = self._output
+        if (
+            output is not None
+            and irp.flags & IrpFlags.INPUT_OPERATION
+            and irp.system_buffer is not None
+            and status != STATUS_VERIFY_REQUIRED
+            and not nt_error(status)
+        ):
+            count = irp.information
+            if count > len(output):
+                raise BugCheck(
+                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                    f"information {count} is larger than the requester's output buffer ({len(output)} bytes)",
+                    parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
+                    irp=irp,
+                )
+            output[:count] = irp.system_buffer[:count]
+        if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
+            irp.system_buffer = None
+        if not nt_error(status) or irp.pending_returned:
+            self.io_status_block = IoStatus(NtStatus(status), irp.information)
+
+    def result(self) -> T:
+        """The result of a completed request.
+
+        :raises NtStatusError: if the final status is not success (warnings included; their data
+            was still copied back and is in the error's ``data``).
+        :raises RuntimeError: if the request has not completed yet.
+        """
+        irp = self.irp
+        if not irp.completed:
+            raise RuntimeError(f"{irp!r} has not completed yet: await the Overlapped first")
+        status = irp.status
+        if nt_success(status):
+            return self._result(self)
+        data = None
+        if not nt_error(status) and self._output is not None:
+            data = bytes(self._output[: irp.information])
+        raise NtStatusError(status, f"{_describe(irp)} failed", information=irp.information, data=data)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from self.irp.__await__()
+        return self.result()
+
+    def __repr__(self) -> str:
+        returned = self.status_returned.name if self.status_returned is not None else "not yet returned"
+        return f"<Overlapped {self.irp!r} returned {returned}>"
+
+
+def _describe(irp: Irp) -> str:
+    loc = irp._stack[irp.stack_count - 1]
+    try:
+        return f"{IrpMajor(loc.major).name} request"
+    except ValueError:
+        return "request"
+
+
+def read_result(request: Overlapped[bytes]) -> bytes:
+    output = request._output
+    assert output is not None
+    return bytes(output[: request.irp.information])
+
+
+def count_result(request: Overlapped[int]) -> int:
+    return request.irp.information
+
+
+def _new_irp(device: DeviceObject, file_object: FileObject | None) -> tuple[Irp, Any]:
+    irp = Irp(device.stack_size)
+    irp.file_object = file_object
+    loc = irp._stack[irp.stack_count - 1]
+    loc.file_object = file_object
+    return irp, loc
+
+
+def build_read_write_request(
+    device: DeviceObject,
+    major: IrpMajor,
+    *,
+    length: int = 0,
+    data: bytes | bytearray | memoryview | None = None,
+    offset: int = 0,
+    file_object: FileObject | None = None,
+) -> Overlapped[Any]:
+    """Build a read or write IRP for *device* the way ``NtReadFile`` / ``NtWriteFile`` would.
+
+    The transfer type comes from *device*'s flags (the top of the stack that will receive it).
+
+    :param length: bytes to read (reads only).
+    :param data: bytes to write (writes only).
+    :returns: an :class:`Overlapped` not yet sent.
+    """
+    if major not in (IrpMajor.READ, IrpMajor.WRITE):
+        raise ValueError(f"build_read_write_request builds READ or WRITE requests, not {major!r}")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+    irp, loc = _new_irp(device, file_object)
+    loc.major = major
+    if major == IrpMajor.READ:
+        if type(length) is not int or length < 0:
+            raise ValueError(f"read length must be a non-negative int, got {length!r}")
+        output = bytearray(length)
+        irp.flags = IrpFlags.READ_OPERATION
+        if device.flags & DeviceFlags.BUFFERED_IO:
+            irp.system_buffer = bytearray(length)
+            irp.flags |= IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER | IrpFlags.INPUT_OPERATION
+            irp.user_buffer = output
+        elif device.flags & DeviceFlags.DIRECT_IO:
+            irp.mdl = memoryview(output)
+        else:
+            irp.user_buffer = output
+        loc.parameters = ReadWriteParameters(length, offset)
+        return Overlapped(irp, output, read_result)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"write data must be bytes-like, got {type(data).__name__}")
+    irp.flags = IrpFlags.WRITE_OPERATION
+    if device.flags & DeviceFlags.BUFFERED_IO:
+        irp.system_buffer = bytearray(data)
+        irp.flags |= IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER
+    elif device.flags & DeviceFlags.DIRECT_IO:
+        irp.mdl = memoryview(data).toreadonly()
+    else:
+        irp.user_buffer = data
+    loc.parameters = ReadWriteParameters(len(data), offset)
+    return Overlapped(irp, None, count_result)
+
+
+def build_device_control_request(
+    device: DeviceObject,
+    code: int,
+    input: bytes | bytearray | memoryview = b"",
+    output_length: int = 0,
+    *,
+    internal: bool = False,
+    file_object: FileObject | None = None,
+) -> Overlapped[bytes]:
+    """Build a device-control IRP the way ``IoBuildDeviceIoControlRequest`` does (reference 2.8).
+
+    The transfer method is the low two bits of *code*.
+
+    :returns: an :class:`Overlapped` not yet sent; its result is the output bytes.
+    """
+    if not isinstance(code, int) or not 0 <= code <= 0xFFFF_FFFF:
+        raise ValueError(f"an I/O control code is a 32-bit unsigned int, got {code!r}")
+    if not isinstance(input, (bytes, bytearray, memoryview)):
+        raise TypeError(f"device-control input must be bytes-like, got {type(input).__name__}")
+    if type(output_length) is not int or output_length < 0:
+        raise ValueError(f"output_length must be a non-negative int, got {output_length!r}")
+    irp, loc = _new_irp(device, file_object)
+    loc.major = IrpMajor.INTERNAL_DEVICE_CONTROL if internal else IrpMajor.DEVICE_CONTROL
+    output = bytearray(output_length)
+    method = code & 3
+    type3 = None
+    if method == TransferMethod.BUFFERED:
+        size = max(len(input), output_length)
+        if size:
+            irp.system_buffer = bytearray(size)
+            irp.system_buffer[: len(input)] = input
+            irp.flags = IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER
+            if output_length:
+                irp.flags |= IrpFlags.INPUT_OPERATION
+            irp.user_buffer = output
+    elif method in (TransferMethod.IN_DIRECT, TransferMethod.OUT_DIRECT):
+        if input:
+            irp.system_buffer = bytearray(input)
+            irp.flags = IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER
+        if output_length:
+            view = memoryview(output)
+            irp.mdl = view.toreadonly() if method == TransferMethod.IN_DIRECT else view
+    else:
+        type3 = input
+        irp.user_buffer = output
+    loc.parameters = DeviceIoControlParameters(code, len(input), output_length, type3)
+    return Overlapped(irp, output, read_result)
+
+
+def check_returned_status(irp: Irp, status: NtStatus, device: DeviceObject | None) -> None:
+    """The enhanced-verifier checks on what the top dispatch routine returned (reference 5.4)."""
+    if status == STATUS_PENDING:
+        if irp.completed and not irp.pending_returned:
+            raise BugCheck(
+                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                "a dispatch routine returned STATUS_PENDING without marking the IRP pending (call irp.mark_pending() first)",
+                parameters=(VerifierCode.PENDING_NOT_MARKED, irp, status, 0),
+                irp=irp,
+                device=device,
+                driver=device.driver if device is not None else None,
+            )
+        return
+    if not irp.completed:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"a dispatch routine returned {status.name} without completing the IRP, passing it on or returning STATUS_PENDING",
+            parameters=(VerifierCode.DISPATCH_RETURNED_WITHOUT_PENDING, irp, status, 0),
+            irp=irp,
+            device=device,
+            driver=device.driver if device is not None else None,
+        )
+    if irp.pending_returned:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"the IRP was marked pending but the dispatch routine returned {status.name}: a driver that marks an IRP pending must return STATUS_PENDING",
+            parameters=(VerifierCode.MARKED_PENDING_NOT_RETURNED, irp, status, 0),
+            irp=irp,
+            device=device,
+            driver=device.driver if device is not None else None,
+        )
