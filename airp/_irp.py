@@ -226,6 +226,26 @@ class Irp:
         self._final_stage: Callable[[Irp], None] | None = None
         self._monitor: IrpMonitor | None = None
 
+    def _reinitialize(self) -> None:
+        """``IoInitializeIrp`` on an existing IRP: every field back to its fresh value.
+
+        Keeps ``stack_count`` and the stack location objects (reset in place).  Callers that must
+        keep something (``IoReuseIrp`` keeps ``allocation_flags``) save and restore it.
+        """
+        self.__dict__.clear()
+        self._index = self.stack_count
+        self.status = STATUS_SUCCESS
+        self.information = 0
+        self.pending_returned = False
+        self.cancel = False
+        self.cancel_routine = None
+        self.master_irp = None
+        self._waiter = None
+        self._final_stage = None
+        self._monitor = None
+        for loc in self._stack:
+            loc.__init__()  # type: ignore[misc]
+
     # -- geometry ---------------------------------------------------------------------------
 
     @property
