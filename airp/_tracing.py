@@ -60,13 +60,17 @@ class TraceRecord:
         """One readable line about this record."""
         where = self.device or "the requester"
         status = self.status.name if self.status is not None else ""
+        if self.device is not None and self.driver != self.device:
+            where = f"{where} ({self.driver})"
         if self.event == "dispatch":
-            text = f"-> {where} ({self.driver}) gets {self.major} at location {self.location}"
+            text = f"-> {where} gets {self.major} at location {self.location}"
         elif self.event == "return":
             text = f"<- {where} returns {status}"
         elif self.event == "complete":
             text = f"   {where} completes it: {status}, information={self.information}"
         elif self.event == "routine":
+            if self.status == 0:
+                status = "STATUS_CONTINUE_COMPLETION"
             text = f"   ^ completion routine of {where} ran, returned {status}"
         else:
             text = f"== done: {status}, information={self.information}"
@@ -76,7 +80,7 @@ class TraceRecord:
 def _name(device: DeviceObject | None) -> str | None:
     if device is None:
         return None
-    return device.name or f"{device.driver.name}#{id(device) % 10000}"
+    return device.name or device.driver.name
 
 
 def _major(irp: Irp, index: int) -> str:
@@ -159,11 +163,12 @@ class IrpMonitor:
         loc = irp._stack[index]
         path = self._locations.setdefault(irp._trace_id or id(irp), [])
         notes = []
-        if path and path[-1] == index:
+        skipped = bool(path) and path[-1] == index
+        if skipped:
             notes.append("the layer above skipped its location")
         elif path:
             notes.append("passed down with its own location")
-        if loc.completion_routine is not None:
+        if loc.completion_routine is not None and not skipped:
             notes.append(f"completion routine {getattr(loc.completion_routine, '__name__', '?')} armed above")
         path.append(index)
         self._emit(irp, "dispatch", index, device, None, "; ".join(notes))

@@ -1,0 +1,7 @@
+"""``python -m airp``: the same as the ``airp`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""The ``airp`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from . import __version__
+from ._demo import run_demo
+from ._plugins import available_drivers
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``airp`` command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="airp", description="The Windows IRP model on coroutines.")
+    parser.add_argument("--version", action="version", version=f"airp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="send a mixed workload through a demo driver stack and narrate it")
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="event loop to run on (default asyncio)")
+    commands.add_parser("drivers", help="list the installed driver plugins")
+    args = parser.parse_args(argv)
+    if args.command == "drivers":
+        for name, entry in sorted(available_drivers().items()):
+            print(f"{name:24} {entry.value}")
+        return 0
+    anyio.run(run_demo, backend=args.backend)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
