@@ -68,24 +68,28 @@ class NtStatus(int):
         return f"{self.name} ({int(self):#010x})"
 
 
+# The predicates mask first so that the signed form C code prints (-1073741536 for
+# STATUS_CANCELLED) is judged like the unsigned value NtStatus stores.
+
+
 def nt_success(status: int) -> bool:
     """True for success and informational statuses (``NT_SUCCESS``: the signed value is >= 0)."""
-    return status < 0x8000_0000
+    return status & 0xFFFF_FFFF < 0x8000_0000
 
 
 def nt_information(status: int) -> bool:
     """True for informational statuses (severity 01)."""
-    return status >> 30 == 1
+    return (status & 0xFFFF_FFFF) >> 30 == 1
 
 
 def nt_warning(status: int) -> bool:
     """True for warning statuses (severity 10): not success, and not error either."""
-    return status >> 30 == 2
+    return (status & 0xFFFF_FFFF) >> 30 == 2
 
 
 def nt_error(status: int) -> bool:
     """True for error statuses (severity 11, ``NT_ERROR``)."""
-    return status >> 30 == 3
+    return (status & 0xFFFF_FFFF) >> 30 == 3
 
 
 def _define(name: str, value: int) -> NtStatus:

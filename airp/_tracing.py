@@ -84,9 +84,10 @@ def _name(device: DeviceObject | None) -> str | None:
 
 
 def _major(irp: Irp, index: int) -> str:
-    if not 0 <= index < irp.stack_count:
-        return "-"
-    major = irp._stack[index].major
+    # Past the top (the requester's end) the top location still names the request.
+    index = min(index, irp.stack_count - 1)
+    loc = irp._stack[index]
+    major = getattr(loc, "major", 0)
     try:
         return IrpMajor(major).name
     except ValueError:
@@ -153,6 +154,7 @@ class IrpMonitor:
         self.records.append(record)
         if self.logger is not None:
             fields = asdict(record)
+            del fields["event"]  # already in the event name; a second "event" argument is a TypeError
             fields["status"] = record.status.name if record.status is not None else None
             self.logger.info(f"irp.{event}", **fields)
 
@@ -174,8 +176,11 @@ class IrpMonitor:
         self._emit(irp, "dispatch", index, device, None, "; ".join(notes))
 
     def dispatched(self, irp: Irp, device: DeviceObject, status: int) -> None:
-        path = self._locations.get(irp._trace_id or id(irp))
+        key = irp._trace_id or id(irp)
+        path = self._locations.get(key)
         index = path.pop() if path else irp._index
+        if not path:
+            self._locations.pop(key, None)
         if status == STATUS_PENDING:
             note = "pended: the IRP is still in flight"
         elif irp.completed:
@@ -196,7 +201,8 @@ class IrpMonitor:
         self._emit(irp, "routine", irp._index, owner, result, note)
 
     def completed(self, irp: Irp) -> None:
-        self._locations.pop(irp._trace_id or id(irp), None)
+        # The dispatch routines of a synchronously completed IRP have not returned yet: their
+        # locations stay recorded until ``dispatched`` pops them.
         note = "pending was returned" if irp.pending_returned else "completed synchronously"
         self._emit(irp, "done", irp.stack_count, None, irp.status, note)
 
