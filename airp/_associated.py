@@ -1,0 +1,198 @@
+"""Associated IRPs: one master request carried out as several smaller ones (reference 2.5, 5.5).
+
+A highest-level driver (a file system, a filter splitting a large read) makes *associated* IRPs for
+a *master* IRP it received, sends them down, and pends the master.  The I/O manager does the rest:
+
+- each associated IRP completes normally (its creator's completion routine, if any, returns
+  STATUS_CONTINUE_COMPLETION), and the I/O manager frees it;
+- the master's ``associated_irp_count`` goes down by one each time, and when it reaches zero the
+  I/O manager completes the master, with the status *its driver* stored in it: statuses are not
+  aggregated, so a driver that wants a failed part to fail the whole request sets the master's
+  status from the part's completion routine;
+- cancelling the master cancels nothing by itself; the master's cancel routine must cancel the
+  associated IRPs (:func:`cancel_associated_irps`; :func:`arm_master_cancel` arms it).
+
+The count must be set before the first associated IRP is sent, or the first one to complete would
+complete the master (:func:`make_associated_irps` sets it; with :func:`make_associated_irp` the
+driver adds to ``master.associated_irp_count`` itself, as in Windows).
+
+Departure: Windows stores the master pointer and the count in one union (``AssociatedIrp``), so a
+master cannot use ``SystemBuffer`` and an associated IRP cannot itself be a master.  airp keeps
+separate fields, but refuses an associated IRP as a master all the same.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._allocation import _MASTER, IrpAllocator, _allocate, _freed_by_io_manager, _Origin, free_irp
+from ._bugcheck import BugCheck, BugCheckCode
+from ._cancel import cancel_irp
+from ._codes import IrpFlags
+from ._device import DeviceObject
+from ._irp import Irp, IrpStateError
+
+__all__ = [
+    "arm_master_cancel",
+    "associated_irps",
+    "cancel_associated_irps",
+    "make_associated_irp",
+    "make_associated_irps",
+]
+
+# In the master's instance dict: its associated IRPs that have not completed (insertion-ordered).
+_OUTSTANDING: Final = "_airp_associated_irps"
+
+
+def _check_master(master: object) -> Irp:
+    if not isinstance(master, Irp):
+        raise TypeError(f"a master must be an Irp, got {type(master).__name__} {master!r}")
+    if master.master_irp is not None or master.flags & IrpFlags.ASSOCIATED_IRP:
+        raise ValueError(
+            f"{master!r} is itself an associated IRP and cannot be a master: in Windows the same field"
+            " holds an associated IRP's master and a master's count"
+        )
+    if master.completed:
+        raise IrpStateError(f"cannot make associated IRPs for {master!r}: it has already completed")
+    return master
+
+
+def _outstanding(master: Irp) -> dict[Irp, None]:
+    d = master.__dict__
+    outstanding: dict[Irp, None] | None = d.get(_OUTSTANDING)
+    if outstanding is None:
+        outstanding = d[_OUTSTANDING] = {}
+    return outstanding
+
+
+def make_associated_irp(master: Irp, stack_size: int, *, allocator: IrpAllocator | None = None) -> Irp | None:
+    """``IoMakeAssociatedIrp``: a new IRP that carries out part of *master*.
+
+    The IRP has ``IrpFlags.ASSOCIATED_IRP`` set, ``master_irp`` pointing at *master*, and the
+    master's requester as its ``owner`` (it is on no requester's list, reference 2.9).  Fill its
+    next location and send it like any IRP; it completes normally and the I/O manager frees it.
+    Before sending the first one, add the number of associated IRPs to
+    ``master.associated_irp_count`` (or use :func:`make_associated_irps`, which does).
+
+    :param stack_size: number of stack locations: at least the target device's ``stack_size``.
+    :param allocator: the :class:`~airp.IrpAllocator` to allocate through (lookaside, statistics,
+        low-resources simulation); ``None`` for a plain allocation.
+    :returns: the associated IRP, or ``None`` if the allocation failed.
+    :raises ValueError: if *master* is itself an associated IRP, or *stack_size* is out of range.
+    :raises IrpStateError: if *master* has already completed.
+    :raises TypeError: if *master* is not an IRP.
+    """
+    _check_master(master)
+    irp = _allocate(stack_size, False, allocator, _Origin.ASSOCIATED, "make_associated_irp")
+    if irp is None:
+        return None
+    irp.__dict__[_MASTER] = master
+    irp.flags |= IrpFlags.ASSOCIATED_IRP
+    irp.master_irp = master
+    owner = master.owner
+    if owner is not None:
+        irp.owner = owner
+    irp._final_stage = _associated_final_stage
+    _outstanding(master)[irp] = None
+    return irp
+
+
+def make_associated_irps(master: Irp, count: int, stack_size: int, *, allocator: IrpAllocator | None = None) -> list[Irp] | None:
+    """Make *count* associated IRPs for *master* and add *count* to its ``associated_irp_count``.
+
+    All or nothing: if one allocation fails, those already made are freed, the count is left
+    alone, and the result is ``None``; the driver then fails the master with
+    STATUS_INSUFFICIENT_RESOURCES.
+
+    :returns: the associated IRPs, or ``None`` if an allocation failed.
+    :raises ValueError: if *count* is not a positive int (and as :func:`make_associated_irp`).
+    """
+    if type(count) is not int or count < 1:
+        raise ValueError(f"count must be a positive int (how many parts), got {count!r}")
+    _check_master(master)
+    made: list[Irp] = []
+    for _ in range(count):
+        irp = make_associated_irp(master, stack_size, allocator=allocator)
+        if irp is None:
+            for part in made:
+                free_irp(part)
+            return None
+        made.append(irp)
+    master.associated_irp_count += count
+    return made
+
+
+def associated_irps(master: Irp) -> list[Irp]:
+    """The associated IRPs of *master* that have been made and have not completed (nor been freed)."""
+    outstanding: dict[Irp, None] | None = master.__dict__.get(_OUTSTANDING)
+    return list(outstanding) if outstanding else []
+
+
+def cancel_associated_irps(device: DeviceObject | None, master: Irp) -> None:
+    """A master's cancel routine: cancel every associated IRP that has not completed (reference 2.5).
+
+    Arm it with :func:`arm_master_cancel` (or ``master.set_cancel_routine(cancel_associated_irps)``).
+    It does not complete the master: the master completes when its last associated IRP does, with
+    the status its driver set (a completion routine of the parts typically stores
+    STATUS_CANCELLED there).  When the last associated IRP completes, airp takes this routine off
+    the master before completing it, so the driver need not disarm it.
+    """
+    for irp in associated_irps(master):
+        if not irp.completed:
+            cancel_irp(irp)
+
+
+def arm_master_cancel(master: Irp) -> None:
+    """Make cancelling *master* cancel its associated IRPs, with the arm-then-recheck rule (6.3).
+
+    Sets :func:`cancel_associated_irps` as the master's cancel routine.  If the master was cancelled
+    before the routine was armed, the routine is taken back at once and run here.  Call it once the
+    associated IRPs are made (and the master marked pending), before or while sending them.
+
+    :raises IrpStateError: if *master* has no outstanding associated IRPs (nothing would ever take
+        the routine off again, and completing the master would raise bug check 0xC9 / 0x07), or it
+        already has a cancel routine.
+    """
+    if not associated_irps(master):
+        raise IrpStateError(f"arm_master_cancel on {master!r}, which has no outstanding associated IRPs: make them first")
+    if master.cancel_routine is not None:
+        raise IrpStateError(f"{master!r} already has cancel routine {master.cancel_routine!r}")
+    master.set_cancel_routine(cancel_associated_irps)
+    if master.cancel and master.set_cancel_routine(None) is not None:
+        index = master._index
+        cancel_associated_irps(master._stack[index].device if index < master.stack_count else None, master)
+
+
+def _forget(irp: Irp) -> None:
+    """Take *irp* off its master's list of outstanding associated IRPs."""
+    master: Irp | None = irp.__dict__.pop(_MASTER, None)
+    if master is None:
+        return
+    outstanding: dict[Irp, None] | None = master.__dict__.get(_OUTSTANDING)
+    if outstanding is not None:
+        outstanding.pop(irp, None)
+
+
+def _associated_final_stage(irp: Irp) -> None:
+    """Reference 5.5 steps 1-3, called by the completion walk for each associated IRP.
+
+    The count has just been decremented; the I/O manager completes the master right after this if
+    it reached zero.
+    """
+    master: Irp | None = irp.__dict__.get(_MASTER)
+    if master is None:  # pragma: no cover - reinitialised behind airp's back
+        return
+    _forget(irp)
+    _freed_by_io_manager(irp)
+    count = master.associated_irp_count
+    if count < 0:
+        raise BugCheck(
+            BugCheckCode.INCONSISTENT_IRP,
+            f"an associated IRP of {master!r} completed while the master's associated_irp_count was 0: set the"
+            " count to the number of associated IRPs before sending the first one (reference 2.5), or use"
+            " make_associated_irps",
+            parameters=(master, count, 0, 0),
+            irp=master,
+        )
+    if count == 0 and master.cancel_routine is cancel_associated_irps:
+        master.cancel_routine = None
