@@ -1,0 +1,859 @@
+"""StartIo, custom StartIo queues, and the task group every device runs its queue workers in.
+
+Reference sections 7.2 to 7.5.  In Windows, ``IoStartPacket`` calls the driver's StartIo routine
+synchronously when the device is idle, and ``IoStartNextPacket`` calls it again (nested) for the next
+packet.  A StartIo routine in airp is a coroutine, so it cannot be called from inside a synchronous
+function: each StartIo queue has one **worker task**, running in its device's task group, and that
+worker is the only place its StartIo routine runs.  Starting a packet hands it to the worker; the
+worker calls the routine; the routines of one queue therefore never overlap, which is the point of a
+StartIo queue.  No task is created per IRP: a queue's worker sleeps on one lazily created event
+when it has nothing to start.
+
+The device's task group
+-----------------------
+``async with run_device(device):`` runs the device: it opens an anyio task group for the workers of
+every queue the device declares (its system StartIo queue, named :class:`StartIoQueue` lanes, and
+:class:`~airp.IoQueue` dispatch queues), including queues declared later.  Leaving the block removes
+the device (see :meth:`DeviceTasks.remove`): the queues stop accepting, queued IRPs complete with
+``removal_status`` (STATUS_NO_SUCH_DEVICE), IRPs being processed are cancelled with
+:func:`~airp.cancel_irp`, and the block ends only when every worker has finished.
+
+When the next packet starts
+---------------------------
+- The **system** StartIo queue follows Windows: the driver calls :func:`start_next_packet` (or
+  :func:`start_next_packet_by_key`) when it is done with the current IRP, usually right after
+  :func:`~airp.complete_request` (:func:`complete_and_start_next` does both).  A driver that never
+  calls it stalls its device, as in Windows.
+- A **custom** queue (:class:`StartIoQueue`) starts its next packet when its StartIo routine returns
+  (``start_next_on_return=True``, the loop of the driver books' custom StartIo), unless the routine
+  already started the next one itself.  A routine that leaves its IRP to be completed elsewhere
+  should turn that off and call :meth:`StartIoQueue.start_next_packet` from there.
+- A StartIo routine that **raises** has its IRP completed with STATUS_INTERNAL_ERROR (if it still
+  held it), the failure is reported (:attr:`DeviceTasks.failures`, the ``on_error`` callback, or a
+  :class:`DeviceRoutineError` when the device's block ends), and the queue goes on with the next
+  IRP.  The I/O manager never loses an IRP.
+
+Departures from Windows (each also noted where it applies):
+
+- StartIo is never re-entered: the next StartIo call always waits until the running one returns,
+  with or without the Deferred attribute.  What Deferred changes is *when the next IRP is taken out
+  of the queue*: at the ``start_next_packet`` call, or (Deferred, called while StartIo runs) only
+  after the running StartIo returns (reference 7.4).
+- ``start_packet`` marks the IRP pending itself (harmless if the driver already did) and returns
+  STATUS_PENDING, so a dispatch routine can ``return start_packet(device, irp)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from ._bugcheck import BugCheck
+from ._cancel import cancel_irp
+from ._completion import complete_request
+from ._device import DeviceObject
+from ._devqueue import DeviceQueue, DeviceQueueError, _check_key
+from ._irp import CancelRoutine, Irp
+from ._status import STATUS_CANCELLED, STATUS_DEVICE_NOT_READY, STATUS_NO_SUCH_DEVICE, STATUS_PENDING, NtStatus, _define
+
+if TYPE_CHECKING:
+    from ._dispatchqueue import IoQueue, Request
+
+__all__ = [
+    "STATUS_INTERNAL_ERROR",
+    "DeviceRoutineError",
+    "DeviceState",
+    "DeviceTasks",
+    "RoutineFailure",
+    "StartIoQueue",
+    "StartIoRoutine",
+    "complete_and_start_next",
+    "device_queue",
+    "device_tasks",
+    "run_device",
+    "set_start_io_attributes",
+    "start_io_cancel_routine",
+    "start_next_packet",
+    "start_next_packet_by_key",
+    "start_packet",
+]
+
+#: The status an IRP completes with when the routine that held it raised (0xC00000E5).
+STATUS_INTERNAL_ERROR: Final = _define("STATUS_INTERNAL_ERROR", 0xC000_00E5)
+
+#: ``async def routine(device, irp) -> None``: a StartIo routine.  It owns *irp* while it runs: it
+#: completes it, passes it on, or (with ``start_next_on_return=False``) hands it to whatever will.
+StartIoRoutine = Callable[[DeviceObject, Irp], Awaitable[object]]
+
+
+class DeviceState(enum.Enum):
+    """Where a device's task group is in its life."""
+
+    #: Queues may be declared; no I/O is accepted yet (starting a packet raises).
+    CREATED = "created"
+    #: ``run_device`` is active: queues accept I/O and workers run.
+    RUNNING = "running"
+    #: Removal has begun: queues refuse new IRPs, workers finish what they hold.
+    REMOVING = "removing"
+    #: The task group has ended.  IRPs still arriving complete with the removal status.
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutineFailure:
+    """A StartIo routine or queue handler raised.
+
+    :ivar device: the device whose queue ran the routine.
+    :ivar queue: the queue's name (``None`` for the system StartIo queue).
+    :ivar irp: the IRP the routine was processing.
+    :ivar error: the exception it raised.
+    :ivar status: what airp completed the IRP with (STATUS_INTERNAL_ERROR), or ``None`` if the
+        routine no longer held the IRP when it raised (it had completed it or passed it on).
+    """
+
+    device: DeviceObject
+    queue: str | None
+    irp: Irp
+    error: BaseException
+    status: NtStatus | None
+
+
+class DeviceRoutineError(Exception):
+    """Raised when a device's ``run_device`` block ends, if routines failed and nobody was told.
+
+    Only raised when no ``on_error`` callback was given to :func:`run_device`; with a callback,
+    each failure goes to it as it happens instead.  The first failure's exception is the
+    ``__cause__``.
+
+    :ivar failures: every :class:`RoutineFailure`, in order.
+    """
+
+    def __init__(self, failures: tuple[RoutineFailure, ...]) -> None:
+        self.failures = failures
+        first = failures[0]
+        where = first.queue if first.queue is not None else "StartIo"
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(
+            f"{len(failures)} routine(s) of {first.device!r} raised; first: {where} on {first.irp!r}:"
+            f" {type(first.error).__name__}: {first.error}{more}"
+        )
+
+
+class _QueueBase:
+    """What a device's task group needs of each of its queues."""
+
+    __slots__ = ()
+
+    def _device_started(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _device_removing(self, status: NtStatus) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class DeviceTasks:
+    """A device's task group: where the workers of all its queues run.
+
+    Get it with :func:`run_device` (to run the device) or :func:`device_tasks` (to look at it).
+    Entering it (``async with``) starts the workers of every queue declared so far; queues declared
+    while it runs start their workers at once.  Leaving it removes the device: see :meth:`remove`
+    for what happens to IRPs, then the exit waits until every worker has finished.  A device runs
+    once: a removed device cannot be run again.
+
+    :ivar device: the device.
+    :ivar removal_status: what queued IRPs and late arrivals complete with on removal
+        (STATUS_NO_SUCH_DEVICE unless :func:`run_device` was told otherwise).
+    :ivar grace: seconds the exit waits for workers to finish their current IRP before cancelling
+        them (``None``: wait as long as it takes, as ``IoReleaseRemoveLockAndWait`` does).
+    :ivar on_error: called with each :class:`RoutineFailure` as it happens, or ``None``.
+    :ivar failures: every :class:`RoutineFailure` so far.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_all_done",
+        "_queues",
+        "_requests",
+        "_state",
+        "_system",
+        "_tg",
+        "_workers",
+        "device",
+        "failures",
+        "grace",
+        "on_error",
+        "removal_status",
+        "start_io_deferred",
+        "start_io_non_cancelable",
+    )
+
+    def __init__(self, device: DeviceObject) -> None:
+        if not isinstance(device, DeviceObject):
+            raise TypeError(f"a device's task group needs a DeviceObject, got {type(device).__name__} {device!r}")
+        self.device = device
+        self.removal_status: NtStatus = STATUS_NO_SUCH_DEVICE
+        self.grace: float | None = None
+        self.on_error: Callable[[RoutineFailure], object] | None = None
+        self.failures: list[RoutineFailure] = []
+        self.start_io_deferred = False
+        self.start_io_non_cancelable = False
+        self._state = DeviceState.CREATED
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._queues: list[_QueueBase] = []
+        self._system: StartIoQueue | None = None
+        self._workers = 0
+        self._all_done: anyio.Event | None = None
+        # IRPs alive in this device's dispatch queues: their Request once one exists, else the
+        # queue holding them (duplicate detection).
+        self._requests: dict[Irp, Request | IoQueue] = {}
+
+    @property
+    def state(self) -> DeviceState:
+        """The device's :class:`DeviceState`."""
+        return self._state
+
+    @property
+    def workers(self) -> int:
+        """How many worker tasks are alive: at most one per StartIo queue, and per dispatch queue
+        what its dispatch type allows; never one per IRP."""
+        return self._workers
+
+    @property
+    def queues(self) -> tuple[object, ...]:
+        """Every queue declared on the device (StartIo queues and dispatch queues), in order."""
+        return tuple(self._queues)
+
+    def __repr__(self) -> str:
+        return f"<DeviceTasks {self.device!r} {self._state.value}, {self._workers} worker(s)>"
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DeviceTasks:
+        if self._state is not DeviceState.CREATED:
+            raise RuntimeError(
+                f"{self.device!r} is {self._state.value}: a device's task group runs once, and a removed device"
+                " does not come back (create a new device)"
+            )
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._state = DeviceState.RUNNING
+        for queue in self._queues:
+            queue._device_started()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        failure: BaseException | None = None
+        try:
+            self.remove()
+        except BaseException as error:  # a completion routine above us raised, say
+            failure = error
+        if exc_type is None and failure is None and self._workers:
+            try:
+                with anyio.move_on_after(math.inf if self.grace is None else self.grace):
+                    event = self._all_done = anyio.Event()
+                    await event.wait()
+            except BaseException as error:  # cancelled from outside, or a worker crashed
+                failure = error
+        # Whatever is still running now is cancelled: its IRP completes with the removal status.
+        tg.cancel_scope.cancel()
+        try:
+            if failure is not None:
+                if not await tg.__aexit__(type(failure), failure, failure.__traceback__):
+                    raise failure
+                suppressed: bool | None = False
+            else:
+                try:
+                    suppressed = await tg.__aexit__(exc_type, exc, tb)
+                except BaseException as group:
+                    # Workers never raise ordinary exceptions, so a group holding only the
+                    # block's own exception is just anyio's wrapping: let that exception through
+                    # as it was, as if the task group were not there.
+                    leaves = getattr(group, "exceptions", None)
+                    if exc is not None and leaves is not None and len(leaves) == 1 and leaves[0] is exc:
+                        raise exc from exc.__cause__
+                    raise
+        finally:
+            self._state = DeviceState.REMOVED
+            self._tg = None
+        if self.failures and self.on_error is None and exc_type is None:
+            raise DeviceRoutineError(tuple(self.failures)) from self.failures[0].error
+        return suppressed
+
+    def remove(self) -> None:
+        """Begin removing the device (``IRP_MN_REMOVE_DEVICE``'s queue duties, reference 8.2).
+
+        Synchronous and idempotent; leaving the ``run_device`` block calls it.  Every queue stops
+        accepting: IRPs that arrive from now on complete at once with :attr:`removal_status`.  IRPs
+        waiting in a queue complete with :attr:`removal_status` (their cancel routines disarmed
+        first).  IRPs a routine is processing are cancelled with :func:`~airp.cancel_irp`, which
+        runs their cancel routine if one is armed and sets the sticky ``irp.cancel`` flag the
+        routine can check; the routine still finishes them.  Workers end once idle.
+
+        :raises RuntimeError: if the device has not been started.
+        """
+        if self._state is DeviceState.CREATED:
+            raise RuntimeError(f"{self.device!r} is not running: nothing to remove")
+        if self._state is not DeviceState.RUNNING:
+            return
+        self._state = DeviceState.REMOVING
+        for queue in self._queues:
+            queue._device_removing(self.removal_status)
+
+    # -- for the queues ----------------------------------------------------------------------------
+
+    def _register(self, queue: _QueueBase) -> None:
+        if self._state is DeviceState.REMOVING or self._state is DeviceState.REMOVED:
+            raise RuntimeError(f"cannot declare a queue on {self.device!r}: it is {self._state.value}")
+        self._queues.append(queue)
+        if self._state is DeviceState.RUNNING:
+            queue._device_started()
+
+    def _refusal(self, irp: Irp) -> NtStatus | None:
+        """``None`` if the device accepts I/O, else the status to complete an arrival with.
+
+        On a device that has not been started, *irp* is completed with STATUS_DEVICE_NOT_READY
+        (so that it is not lost) and RuntimeError is raised: the driver forgot ``run_device``.
+        """
+        state = self._state
+        if state is DeviceState.RUNNING:
+            return None
+        if state is DeviceState.CREATED:
+            if not irp.completed:
+                irp.cancel_routine = None
+                complete_request(irp, STATUS_DEVICE_NOT_READY, 0)
+            raise RuntimeError(
+                f"{self.device!r} is not running, so {irp!r} was completed with STATUS_DEVICE_NOT_READY: its queue"
+                " workers run in its task group; wrap the I/O in `async with airp.run_device(device):`"
+            )
+        return self.removal_status
+
+    def _spawn(self, worker: Callable[[], Awaitable[None]], name: str) -> None:
+        tg = self._tg
+        assert tg is not None
+        self._workers += 1
+        tg.start_soon(self._run_worker, worker, name=name)
+
+    async def _run_worker(self, worker: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await worker()
+        finally:
+            self._workers -= 1
+            if self._workers == 0 and self._all_done is not None:
+                self._all_done.set()
+
+    def _report(self, failure: RoutineFailure) -> None:
+        self.failures.append(failure)
+        if self.on_error is not None:
+            self.on_error(failure)
+
+
+def device_tasks(device: DeviceObject) -> DeviceTasks:
+    """The task group of *device* (created, not yet running, on first use).
+
+    :raises TypeError: if *device* is not a :class:`~airp.DeviceObject`.
+    """
+    tasks = device.tasks
+    if tasks is None:
+        tasks = device.tasks = DeviceTasks(device)
+    return tasks  # type: ignore[no-any-return]
+
+
+def run_device(
+    device: DeviceObject,
+    *,
+    removal_status: int | None = None,
+    grace: float | None = None,
+    on_error: Callable[[RoutineFailure], object] | None = None,
+) -> DeviceTasks:
+    """Run *device*: ``async with airp.run_device(device): ...``.
+
+    Opens the device's task group (:class:`DeviceTasks`), starts the workers of its queues, and on
+    leaving the block removes the device and waits for the workers to finish.
+
+    :param removal_status: what queued IRPs and late arrivals complete with when the device is
+        removed.  Default STATUS_NO_SUCH_DEVICE: what Microsoft's WDM samples (toaster, pcidrv)
+        complete their queued requests with when the device is removed, and what they answer a
+        removed device's new requests with.  STATUS_DELETE_PENDING is the remove lock's answer,
+        and STATUS_CANCELLED would read as "your request was cancelled", which nobody asked for.
+    :param grace: seconds to wait, on leaving the block, for routines to finish the IRPs they
+        hold before cancelling them; ``None`` (default) waits as long as it takes.
+    :param on_error: called with each :class:`RoutineFailure` (a routine raised) as it happens.
+        Without it, failures are raised as a :class:`DeviceRoutineError` when the block ends.
+    :returns: the device's :class:`DeviceTasks`, to be entered with ``async with``.
+    :raises RuntimeError: (on entering) if the device has already run.
+
+    On cancellation: if the block is cancelled, the workers are cancelled too; a routine
+    cancelled in the middle of an IRP has that IRP completed with the removal status.
+    """
+    tasks = device_tasks(device)
+    if tasks._state is not DeviceState.CREATED:
+        raise RuntimeError(f"{device!r} is {tasks._state.value}: a device's task group runs once")
+    if removal_status is not None:
+        tasks.removal_status = NtStatus(removal_status)
+    if grace is not None and not grace >= 0:
+        raise ValueError(f"grace must be a number of seconds >= 0 or None, got {grace!r}")
+    tasks.grace = grace
+    tasks.on_error = on_error
+    return tasks
+
+
+# -- StartIo queues ----------------------------------------------------------------------------
+
+_STOCK: Any = object()
+
+
+def _check_routine(routine: object, what: str) -> None:
+    if not callable(routine) or not inspect.iscoroutinefunction(routine):
+        raise TypeError(f"{what} must be an async def (device, irp) coroutine function, got {routine!r}")
+
+
+class StartIoQueue(_QueueBase):
+    """A serial queue with its own StartIo routine: a *custom StartIo queue*, or a lane.
+
+    A device may declare any number, each with a name and a routine; all run side by side in the
+    device's task group, each one IRP at a time.  The classic use is a device that can read and
+    write at the same time but only one of each: a ``"read"`` lane and a ``"write"`` lane.  The
+    queue is a :class:`~airp.DeviceQueue` (:attr:`queue`) used as a Windows driver uses one for a
+    custom StartIo: the first packet into an idle queue starts at once, others wait.
+
+    Cancellation: a packet queued with the stock cancel routine (the default) that is cancelled
+    while it waits leaves the queue and completes with STATUS_CANCELLED.  Once it has been taken
+    out to be started its cancel routine is disarmed (the ``non_cancelable`` attribute), and a
+    cancel only sets ``irp.cancel``: the StartIo routine decides, and must finish it.
+
+    :param device: the device the queue belongs to.
+    :param name: the queue's name, unique on the device (``None`` is the system queue's).
+    :param routine: the StartIo coroutine function ``(device, irp) -> None``.
+    :param start_next_on_return: start the next packet when the routine returns, unless it already
+        started one (default).  With ``False``, whoever finishes the IRP calls
+        :meth:`start_next_packet`, as Windows drivers call ``IoStartNextPacket``.
+    :param deferred: ``IoSetStartIoAttributes``' DeferredStartIo: a :meth:`start_next_packet` made
+        while the routine runs is recorded and carried out when it returns.
+    :param non_cancelable: ``NonCancelable``: disarm an IRP's cancel routine when it is taken out of
+        the queue to be started (default ``True`` for lanes).
+    :raises TypeError: if *routine* is not a coroutine function.
+    :raises ValueError: if the device already has a queue with that name.
+    :raises RuntimeError: if the device is being removed.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_closing",
+        "_deferred_next",
+        "_in_start_io",
+        "_ready",
+        "_running",
+        "_system",
+        "_wakeup",
+        "current_irp",
+        "deferred",
+        "device",
+        "name",
+        "non_cancelable",
+        "queue",
+        "routine",
+        "start_next_on_return",
+        "started",
+        "tasks",
+    )
+
+    def __init__(
+        self,
+        device: DeviceObject,
+        name: str | None,
+        routine: StartIoRoutine,
+        *,
+        start_next_on_return: bool = True,
+        deferred: bool = False,
+        non_cancelable: bool = True,
+        _system: bool = False,
+    ) -> None:
+        _check_routine(routine, "a StartIo routine")
+        tasks = device_tasks(device)
+        if not _system:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"a StartIo queue's name is a non-empty str, got {name!r}")
+            if any(isinstance(q, StartIoQueue) and q.name == name for q in tasks._queues):
+                raise ValueError(f"{device!r} already has a StartIo queue named {name!r}")
+        self.device = device
+        self.tasks = tasks
+        self.name: str | None = name
+        self.routine = routine
+        self.start_next_on_return = start_next_on_return
+        self.deferred = deferred
+        self.non_cancelable = non_cancelable
+        #: ``CurrentIrp``: the IRP taken to be started last, until the next start-next.
+        self.current_irp: Irp | None = None
+        #: How many IRPs the routine has been called for.
+        self.started = 0
+        self.queue: DeviceQueue[Irp] = DeviceQueue()
+        self._system = _system
+        self._ready: deque[Irp] = deque()  # started, routine not yet called (normally 0 or 1)
+        self._running: Irp | None = None  # the IRP the routine is processing
+        self._in_start_io = False
+        self._deferred_next: tuple[int | None, bool] | None = None
+        self._wakeup: anyio.Event | None = None
+        self._closing = False
+        self._cancel: CancelRoutine = self._cancel_queued
+        tasks._register(self)
+
+    def __repr__(self) -> str:
+        label = "system StartIo" if self._system else f"StartIo queue {self.name!r}"
+        return f"<{label} of {self.device!r}: {self.queue!r}>"
+
+    # -- the Windows calls -----------------------------------------------------------------------
+
+    def start_packet(self, irp: Irp, *, key: int | None = None, cancel_routine: CancelRoutine | None = _STOCK) -> NtStatus:
+        """``IoStartPacket``: start *irp* now if the queue is idle, else queue it.
+
+        Marks *irp* pending.  If the queue was idle, *irp* becomes :attr:`current_irp` and is
+        handed to the worker, which calls the routine at its next turn; otherwise it waits in
+        :attr:`queue` (in key order if *key* is given).  A queued IRP that is already cancelled
+        has its cancel routine called at once (reference 7.2 step 5).
+
+        :param irp: an IRP at this device's stack location.
+        :param key: a sort key (ULONG): queue by key (``KeInsertByKeyDeviceQueue``).
+        :param cancel_routine: the cancel routine to arm while the IRP waits: by default the stock
+            one (cancelled while queued: removed and completed with STATUS_CANCELLED); ``None``
+            for none; or the driver's own plain function ``(device, irp)``, which should follow
+            reference 7.5 (leave the current IRP alone, ``queue.remove_entry`` otherwise).
+        :returns: STATUS_PENDING, always: return it from the dispatch routine.  If the device is
+            being removed the IRP has been completed with the removal status already.
+        :raises RuntimeError: if the device is not running yet (*irp* is then completed with
+            STATUS_DEVICE_NOT_READY, so that it is not lost).
+        :raises DeviceQueueError: if *irp* is already queued or being started here.
+        :raises IrpStateError: if *irp* has no current stack location (not sent, or completed).
+        :raises TypeError: if *cancel_routine* is a coroutine function; ValueError / TypeError for
+            a bad *key*.
+        """
+        tasks = self.tasks
+        refused = None if tasks._state is DeviceState.RUNNING else tasks._refusal(irp)
+        irp.mark_pending()
+        if refused is not None:
+            complete_request(irp, refused, 0)
+            return STATUS_PENDING
+        if key is not None:
+            key = _check_key(key)
+        queue = self.queue
+        if irp in queue._keys or irp is self.current_irp or irp in self._ready:
+            raise DeviceQueueError(f"{irp!r} is already queued or being started on {self!r}; a packet is started once")
+        if cancel_routine is _STOCK:
+            cancel_routine = self._cancel
+            irp.cancel_routine = cancel_routine
+        elif cancel_routine is not None:
+            irp.set_cancel_routine(cancel_routine)
+        inserted = queue.insert(irp) if key is None else queue.insert_by_key(irp, key)
+        if not inserted:
+            self._set_current(irp)
+            if cancel_routine is not None and self.non_cancelable:
+                irp.cancel_routine = None
+            self._ready.append(irp)
+            self._wake()
+        elif cancel_routine is not None and irp.cancel:
+            taken = irp.cancel_routine
+            irp.cancel_routine = None
+            if taken is not None:
+                taken(self.device, irp)
+        return STATUS_PENDING
+
+    def start_next_packet(self, *, cancelable: bool = True, key: int | None = None) -> None:
+        """``IoStartNextPacket`` / ``IoStartNextPacketByKey``: done with the current IRP, start the next.
+
+        Clears :attr:`current_irp` and takes the next IRP out of the queue (by key if *key* is
+        given: the first with a key at or above it, wrapping around); it becomes
+        :attr:`current_irp` and the worker calls the routine for it once the running call (if
+        any) has returned.  With nothing waiting, the queue becomes idle.  With the ``deferred``
+        attribute, a call made while the routine runs is only recorded, and carried out (once,
+        with the last key asked for) when the routine returns.
+
+        :param cancelable: the IRPs in the queue have cancel routines: with the ``non_cancelable``
+            attribute, the next IRP's cancel routine is disarmed before it is started.
+        :param key: start the next packet by key.
+        :raises DeviceQueueError: if the queue is idle (Windows asserts: nothing was started).
+        """
+        if key is not None:
+            key = _check_key(key)
+        if not self.queue.busy:
+            raise DeviceQueueError(
+                f"start_next_packet on {self!r}, which is idle: there is no current packet to finish (Windows asserts"
+                " Busy in KeRemoveDeviceQueue)"
+            )
+        if self.deferred and self._in_start_io:
+            self._deferred_next = (key, cancelable)
+            return
+        self._next(key, cancelable)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _set_current(self, irp: Irp | None) -> None:
+        self.current_irp = irp
+        if self._system:
+            self.device.current_irp = irp
+
+    def _wake(self) -> None:
+        event = self._wakeup
+        if event is not None:
+            self._wakeup = None
+            event.set()
+
+    def _next(self, key: int | None, cancelable: bool) -> None:
+        self._set_current(None)
+        queue = self.queue
+        irp = queue.remove() if key is None else queue.remove_by_key(key)
+        if irp is None:
+            return
+        self._set_current(irp)
+        if cancelable and self.non_cancelable:
+            irp.cancel_routine = None
+        self._ready.append(irp)
+        self._wake()
+
+    def _cancel_queued(self, device: DeviceObject | None, irp: Irp) -> None:
+        # Reference 7.5: still queued -> ours to complete; being started -> the routine's.
+        queue = self.queue
+        if queue.busy and queue.remove_entry(irp):
+            complete_request(irp, STATUS_CANCELLED, 0)
+
+    def _device_started(self) -> None:
+        label = "StartIo" if self._system else f"StartIo {self.name}"
+        self.tasks._spawn(self._work, f"airp {label} worker for {self.device!r}")
+
+    def _device_removing(self, status: NtStatus) -> None:
+        self._closing = True
+        queue = self.queue
+        for irp in tuple(queue):
+            queue.remove_entry(irp)
+            _fail(irp, status)
+        ready = self._ready
+        while ready:
+            irp = ready.popleft()
+            if irp is self.current_irp:
+                self._set_current(None)
+            _fail(irp, status)
+        running = self._running
+        if running is not None and not running.completed:
+            cancel_irp(running)
+        self._wake()
+
+    async def _work(self) -> None:
+        ready = self._ready
+        checkpoint = anyio.lowlevel.checkpoint
+        while True:
+            if ready:
+                await self._start_io(ready.popleft())
+                # One checkpoint per packet, like a memory-object stream's receive: a routine that
+                # never awaits must not keep the event loop to itself for a whole queue.
+                await checkpoint()
+                continue
+            if self._closing:
+                return
+            event = self._wakeup = anyio.Event()
+            await event.wait()
+
+    async def _start_io(self, irp: Irp) -> None:
+        level = irp._index
+        self._running = irp
+        self._in_start_io = True
+        self.started += 1
+        try:
+            await self.routine(self.device, irp)
+        except BaseException as error:
+            self._in_start_io = False
+            self._running = None
+            if isinstance(error, anyio.get_cancelled_exc_class()):
+                # The device's task group is being torn down under us.
+                _abandon(irp, level, self.tasks.removal_status)
+                raise
+            status = _abandon(irp, level, STATUS_INTERNAL_ERROR)
+            self.tasks._report(RoutineFailure(self.device, self.name, irp, error, status))
+            if isinstance(error, BugCheck) or not isinstance(error, Exception):
+                raise
+            self._after_start_io(irp, True)
+            return
+        self._in_start_io = False
+        self._running = None
+        self._after_start_io(irp, self.start_next_on_return)
+
+    def _after_start_io(self, irp: Irp, start_next: bool) -> None:
+        deferred = self._deferred_next
+        if deferred is not None:
+            self._deferred_next = None
+            if self.queue.busy:
+                self._next(*deferred)
+        elif start_next and self.current_irp is irp and self.queue.busy:
+            self._next(None, True)
+
+
+def _fail(irp: Irp, status: NtStatus) -> None:
+    """Complete a waiting IRP on removal, unless its cancel routine has taken it."""
+    # Cancel routines run synchronously, so one that was already taken has finished: if it left
+    # the IRP (reference 7.5, "being started"), nobody else will complete it.
+    irp.cancel_routine = None
+    if not irp.completed:
+        complete_request(irp, status, 0)
+
+
+def _abandon(irp: Irp, level: int, status: NtStatus) -> NtStatus | None:
+    """A routine gave up on *irp* (raised or was cancelled): complete it if it still held it.
+
+    It still holds it if the IRP is at the location it was started at: not completed (that moves it
+    up), not passed on (that moves it down).  An IRP handed back by a lower driver's
+    STATUS_MORE_PROCESSING_REQUIRED routine is back at that location too, and so still held.
+    """
+    if irp._index != level:
+        return None
+    irp.cancel_routine = None
+    complete_request(irp, status, 0)
+    return status
+
+
+# -- the system StartIo queue (DriverStartIo) ---------------------------------------------------
+
+
+def _system_queue(device: DeviceObject) -> StartIoQueue:
+    tasks = device_tasks(device)
+    queue = tasks._system
+    if queue is None:
+        routine = getattr(device.driver, "start_io", None)
+        if routine is None:
+            raise TypeError(
+                f"{device.driver!r} has no StartIo routine: define `async def start_io(self, device, irp)` on the"
+                " driver class (DriverObject->DriverStartIo), or assign one to driver.start_io"
+            )
+        _check_routine(routine, f"{device.driver!r}'s start_io")
+        queue = StartIoQueue(
+            device,
+            None,
+            routine,
+            start_next_on_return=False,
+            deferred=tasks.start_io_deferred,
+            non_cancelable=tasks.start_io_non_cancelable,
+            _system=True,
+        )
+        tasks._system = queue
+    return queue
+
+
+def start_packet(device: DeviceObject, irp: Irp, *, key: int | None = None, cancel_routine: CancelRoutine | None = None) -> NtStatus:
+    """``IoStartPacket``: start *irp* on *device*'s StartIo routine now, or queue it.
+
+    The routine is the driver's ``start_io`` method (``DriverObject->DriverStartIo``).  If the device
+    is idle, *irp* becomes ``device.current_irp`` and the device's StartIo worker calls the routine
+    with it at its next turn; otherwise it waits in the device queue (:func:`device_queue`), by *key*
+    if given.  When the driver is done with the current IRP it calls :func:`start_next_packet`.
+
+    Marks *irp* pending (a departure: Windows leaves that to the driver, which must do it first;
+    doing both is harmless).
+
+    :param key: a sort key (ULONG) to queue by (``KeInsertByKeyDeviceQueue``).
+    :param cancel_routine: a cancel routine to arm while the IRP waits, ``(device, irp) -> None``;
+        :func:`start_io_cancel_routine` is the pattern of reference 7.5, ready made.  ``None``
+        (default): the IRP cannot be cancelled while queued.
+    :returns: STATUS_PENDING, always: return it from the dispatch routine.  If the device is being
+        removed, the IRP has already been completed with the removal status.
+    :raises RuntimeError: if the device is not running (see :func:`run_device`); *irp* is then
+        completed with STATUS_DEVICE_NOT_READY.
+    :raises TypeError: if the driver has no ``start_io`` coroutine method.
+    :raises DeviceQueueError: if *irp* is already queued or being started.
+    """
+    tasks = device_tasks(device)
+    if tasks._system is None and tasks._state is not DeviceState.CREATED and tasks._state is not DeviceState.RUNNING:
+        # Removed before it ever started a packet: there is no queue to create any more.
+        irp.mark_pending()
+        complete_request(irp, tasks.removal_status, 0)
+        return STATUS_PENDING
+    return _system_queue(device).start_packet(irp, key=key, cancel_routine=cancel_routine)
+
+
+def start_next_packet(device: DeviceObject, cancelable: bool = False) -> None:
+    """``IoStartNextPacket``: the driver is done with ``device.current_irp``; start the next one.
+
+    Call it after completing the current IRP (or use :func:`complete_and_start_next`).  The next
+    IRP from the device queue becomes ``device.current_irp`` and the StartIo routine is called
+    for it once the running call (if any) returns; with none waiting the device becomes idle.
+
+    :param cancelable: the driver uses cancel routines for queued IRPs (the NonCancelable attribute
+        then disarms the next IRP's cancel routine before StartIo sees it).
+    :raises DeviceQueueError: if the device is idle (Windows asserts).
+    """
+    _system_queue(device).start_next_packet(cancelable=cancelable)
+
+
+def start_next_packet_by_key(device: DeviceObject, key: int, cancelable: bool = False) -> None:
+    """``IoStartNextPacketByKey``: as :func:`start_next_packet`, taking the first IRP whose key is at
+    least *key*, or the head if none is (Microsoft's wrap-around).
+
+    :raises DeviceQueueError: if the device is idle.
+    :raises TypeError, ValueError: if *key* is not a ULONG.
+    """
+    _system_queue(device).start_next_packet(cancelable=cancelable, key=key)
+
+
+def complete_and_start_next(
+    device: DeviceObject,
+    irp: Irp,
+    status: int | None = None,
+    information: int | None = None,
+    *,
+    cancelable: bool = False,
+) -> None:
+    """``IoCompleteRequest`` then ``IoStartNextPacket``: the end of a StartIo driver's work on *irp*.
+
+    :raises BugCheck: as :func:`~airp.complete_request`.
+    :raises DeviceQueueError: if the device is idle.
+    """
+    complete_request(irp, status, information)
+    start_next_packet(device, cancelable)
+
+
+def set_start_io_attributes(device: DeviceObject, *, deferred: bool = False, non_cancelable: bool = False) -> None:
+    """``IoSetStartIoAttributes``: set the device's DeferredStartIo and NonCancelable attributes.
+
+    Attributes are only ever added, never cleared (as in Windows).
+
+    :param deferred: a start-next made while StartIo runs takes effect when it returns.
+    :param non_cancelable: an IRP taken from the queue by a cancelable start-next has its cancel
+        routine disarmed before StartIo sees it; so has one started directly on an idle device.
+    """
+    tasks = device_tasks(device)
+    tasks.start_io_deferred = tasks.start_io_deferred or deferred
+    tasks.start_io_non_cancelable = tasks.start_io_non_cancelable or non_cancelable
+    queue = tasks._system
+    if queue is not None:
+        queue.deferred = tasks.start_io_deferred
+        queue.non_cancelable = tasks.start_io_non_cancelable
+
+
+def device_queue(device: DeviceObject) -> DeviceQueue[Irp]:
+    """``DeviceObject->DeviceQueue``: the device queue of *device*'s system StartIo.
+
+    :raises TypeError: if the driver has no ``start_io`` routine.
+    """
+    return _system_queue(device).queue
+
+
+def start_io_cancel_routine(device: DeviceObject | None, irp: Irp) -> None:
+    """A ready-made cancel routine for IRPs started with :func:`start_packet` (reference 7.5).
+
+    If *irp* is still waiting in the device queue, it is removed and completed with
+    STATUS_CANCELLED.  If it is the current IRP (being started or processed), it is left alone: the
+    StartIo routine must check ``irp.cancel`` and finish it.
+    """
+    if device is None:
+        return
+    queue = _system_queue(device)
+    if irp is not queue.current_irp:
+        queue._cancel_queued(device, irp)
