@@ -23,7 +23,10 @@ def cancel_irp(irp: Irp) -> bool:
     single thread, so nothing can run between taking the routine and calling it.
 
     :returns: True if a cancel routine was called.
-    :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed.
+    :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed; 0x44
+        (from :func:`~airp.complete_request`) if the cancel routine completes the IRP twice.
+    :raises TypeError: if the cancel routine turns out to be a coroutine function (stored directly
+        in ``irp.cancel_routine``; :meth:`~airp.Irp.set_cancel_routine` refuses those up front).
     """
     irp.cancel = True
     routine = irp.cancel_routine
@@ -39,5 +42,20 @@ def cancel_irp(irp: Irp) -> bool:
             irp=irp,
         )
     device = irp._stack[index].device if index < irp.stack_count else None
-    routine(device, irp)
+    result = routine(device, irp)
+    if result is not None:
+        _bad_cancel_routine_result(routine, result, irp)
     return True
+
+
+def _bad_cancel_routine_result(routine: object, result: object, irp: Irp) -> None:
+    # A cancel routine returns nothing.  A coroutine here means an ``async def`` routine that was
+    # stored without set_cancel_routine (which refuses them): it never ran.
+    close = getattr(result, "close", None)
+    if hasattr(result, "cr_frame") and close is not None:
+        close()
+        raise TypeError(
+            f"cancel routine {routine!r} of {irp!r} is a coroutine function: cancel routines run"
+            " synchronously inside cancel_irp and cannot await; make it a plain function that removes"
+            " the IRP from its queue and completes it with STATUS_CANCELLED"
+        )

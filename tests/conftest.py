@@ -1,4 +1,9 @@
-"""Every async test runs on asyncio and on trio."""
+"""Every async test runs on asyncio and on trio, each on a fresh virtual clock.
+
+``airp_anyio_backend`` and ``virtual_clock`` come from airp's pytest plugin (``airp.testing``),
+which is registered through the ``pytest11`` entry point; the clock is built inside the fixture
+body, so no virtual time leaks from one test into the next.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["pytester"]
 
-@pytest.fixture(params=[pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
+
+@pytest.fixture
+def anyio_backend(airp_anyio_backend: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    return airp_anyio_backend

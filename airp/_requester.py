@@ -1,0 +1,364 @@
+"""The requester's side of cancellation: the bounded wait after cancel, disowning, the task as thread.
+
+Windows never lets a cancel shorten the wait for an IRP to come back (reference 6.6): after
+``IoCancelIrp`` the requester keeps waiting until a driver completes the IRP.  Only a thread that
+is exiting gives up, after five minutes: it disowns the IRP (``Tail.Overlay.Thread = NULL``) and
+logs ``IO_DRIVER_CANCEL_TIMEOUT`` against the device that holds it.
+
+airp does the same with anyio cancel scopes:
+
+* A requester waiting for an IRP inside a cancelled scope cancels the IRP and waits for it,
+  shielded, for at most the *cancel-wait limit* (:func:`set_cancel_wait_limit`; Windows' five
+  minutes by default, which the virtual clock of :mod:`airp.testing` passes in no real time).
+  Past the limit the IRP is disowned (``irp.owner = None``), a :class:`DriverCancelTimeoutWarning`
+  names the device that holds it, and the requester is released: its cancellation propagates.
+* :func:`task_io` is the thread's IRP list: requests issued inside it are charged to it, and when it
+  exits (normally, with an error, or because the task was cancelled) every request still
+  outstanding is cancelled and waited for in the same bounded way (``IoCancelThreadIo``).
+
+Per-run settings live in an :class:`anyio.lowlevel.RunVar`, never in module globals.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+import sys
+import warnings
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from ._cancel import cancel_irp
+from ._errors import NtStatusError
+from ._irp import Irp
+from ._status import STATUS_DRIVER_CANCEL_TIMEOUT
+
+if TYPE_CHECKING:
+    from ._device import DeviceObject
+    from ._file import FileObject
+
+__all__ = [
+    "DEFAULT_CANCEL_WAIT_LIMIT",
+    "DriverCancelTimeoutError",
+    "DriverCancelTimeoutWarning",
+    "TaskIo",
+    "current_task_io",
+    "get_cancel_wait_limit",
+    "is_disowned",
+    "set_cancel_wait_limit",
+    "task_io",
+]
+
+#: Windows' limit: a cancelled IRP not completed within five minutes is disowned (reference 6.6).
+DEFAULT_CANCEL_WAIT_LIMIT = 300.0
+
+
+class DriverCancelTimeoutWarning(RuntimeWarning):
+    """A cancelled IRP was not completed within the cancel-wait limit and has been disowned.
+
+    The analogue of the ``IO_DRIVER_CANCEL_TIMEOUT`` event Windows logs (reference 6.6).  The driver
+    of :attr:`device` holds the IRP and ignored the cancel: it neither set a cancel routine that
+    completes it nor noticed ``irp.cancel``.  When it completes the IRP later nobody is waiting.
+
+    :ivar irp: the disowned IRP.
+    :ivar device: the device of the IRP's current stack location (the one holding it), or ``None``.
+    :ivar limit: the cancel-wait limit in seconds that expired.
+    """
+
+    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
+        self.irp = irp
+        self.device = device
+        self.limit = limit
+        driver = device.driver if device is not None else None
+        holder = f"{device!r} (driver {driver!r})" if device is not None else "its creator"
+        super().__init__(
+            f"{irp!r} was cancelled but not completed within {limit:g} s: it is held by {holder}, whose"
+            " driver ignores cancellation. The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT); give"
+            " the driver a cancel routine or a cancel-safe queue, or complete held IRPs in IRP_MJ_CLEANUP."
+        )
+
+
+class DriverCancelTimeoutError(NtStatusError):
+    """Raised where a caller owns an IRP and needs it back, but the IRP was disowned after a cancel.
+
+    Status STATUS_DRIVER_CANCEL_TIMEOUT.  The IRP is still held by :attr:`device`'s driver: the caller
+    must not reuse, free or complete it.
+
+    :ivar irp: the disowned IRP.
+    :ivar device: the device holding it, or ``None``.
+    """
+
+    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
+        self.irp = irp
+        self.device = device
+        super().__init__(
+            STATUS_DRIVER_CANCEL_TIMEOUT,
+            f"{irp!r} was not handed back within {limit:g} s of being cancelled (held by {device!r})",
+        )
+
+
+class _RunState:
+    __slots__ = ("cancel_wait_limit", "disowned")
+
+    def __init__(self) -> None:
+        self.cancel_wait_limit = DEFAULT_CANCEL_WAIT_LIMIT
+        self.disowned: weakref.WeakSet[Irp] = weakref.WeakSet()
+
+
+_run_state: anyio.lowlevel.RunVar[_RunState] = anyio.lowlevel.RunVar("airp_requester_state")
+
+
+def _state() -> _RunState:
+    try:
+        return _run_state.get()
+    except LookupError:
+        state = _RunState()
+        _run_state.set(state)
+        return state
+
+
+def _check_limit(seconds: float | None, what: str) -> float:
+    if seconds is None:
+        return math.inf
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, got {type(seconds).__name__} {seconds!r}")
+    seconds = float(seconds)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a number of seconds >= 0 (or None for no limit), got {seconds!r}")
+    return seconds
+
+
+def set_cancel_wait_limit(seconds: float | None) -> float:
+    """Set, for the current run, how long a requester waits for a cancelled IRP to come back.
+
+    Applies to every wait that cancels an IRP: :func:`~airp.wait_for_irp` (``await irp``, the
+    :class:`~airp.FileHandle` calls), :func:`~airp.call_driver_and_wait`,
+    :func:`~airp.call_driver_with_timeout`, :func:`task_io` exits and handle cleanup.  Call it inside
+    the run (it is stored in a :class:`~anyio.lowlevel.RunVar`); each run starts with
+    :data:`DEFAULT_CANCEL_WAIT_LIMIT` (300 s, as Windows).
+
+    :param seconds: the limit, ``>= 0``; ``None`` waits forever (a driver that never completes a
+        cancelled IRP then hangs its requester, as on Windows before the thread exits).
+    :returns: the previous limit (``math.inf`` for none).
+    :raises ValueError: if *seconds* is negative or NaN.
+    :raises TypeError: if *seconds* is not a number.
+    """
+    limit = _check_limit(seconds, "the cancel-wait limit")
+    state = _state()
+    previous = state.cancel_wait_limit
+    state.cancel_wait_limit = limit
+    return previous
+
+
+def get_cancel_wait_limit() -> float:
+    """The current run's cancel-wait limit in seconds (``math.inf`` for none)."""
+    return _state().cancel_wait_limit
+
+
+def is_disowned(irp: Irp) -> bool:
+    """True if *irp* was disowned in this run after its cancel-wait limit expired."""
+    return irp in _state().disowned
+
+
+def holding_device(irp: Irp) -> DeviceObject | None:
+    """The device of the IRP's current stack location: the one that holds it, if any."""
+    index = irp._index
+    if index < irp.stack_count:
+        return irp._stack[index].device
+    return None
+
+
+def _disown(irp: Irp, limit: float) -> DeviceObject | None:
+    """``IopDisassociateThreadIrp``: stop waiting for *irp*; report the device holding it."""
+    device = holding_device(irp)
+    owner = irp.owner
+    irp.owner = None
+    if isinstance(owner, TaskIo):
+        owner._irps.pop(irp, None)
+    _state().disowned.add(irp)
+    warnings.warn(DriverCancelTimeoutWarning(irp, device, limit), stacklevel=_caller_stacklevel())
+    return device
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    # Point the warning at the first frame outside airp (the requester's await), however deep the
+    # await chain inside airp is.
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
+
+
+async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) -> bool:
+    """Cancel *irp* unless it is already back, then wait, shielded and bounded, until it is back.
+
+    *event* is whatever is set when the IRP comes back to this waiter (the IRP's completion event,
+    or a hand-back event).  Runs under ``CancelScope(shield=True)``, so the caller's cancellation
+    cannot interrupt it; it never raises the cancellation itself (the caller re-raises).
+
+    :param limit: seconds to wait at most; ``None`` uses the run's :func:`get_cancel_wait_limit`.
+    :returns: True if the IRP came back, False if the limit expired and the IRP was disowned (a
+        :class:`DriverCancelTimeoutWarning` is emitted).
+    """
+    if event.is_set():
+        return True
+    back = False
+    with anyio.CancelScope(shield=True):
+        cancel_irp(irp)
+        if not event.is_set():
+            if limit is None:
+                limit = _state().cancel_wait_limit
+            with anyio.move_on_after(limit):
+                await event.wait()
+        back = event.is_set()
+        if not back:
+            _disown(irp, math.inf if limit is None else limit)
+    return back
+
+
+# -- the task as the thread (reference 6.6) ------------------------------------------------------
+
+_current_task_io: contextvars.ContextVar[TaskIo | None] = contextvars.ContextVar("airp_task_io", default=None)
+
+
+def current_task_io() -> TaskIo | None:
+    """The :class:`TaskIo` the current task issues requests under, or ``None``."""
+    return _current_task_io.get()
+
+
+class TaskIo:
+    """The IRP list of one requester: the Windows thread's ``IrpList`` for a task.
+
+    Made by :func:`task_io`.  The I/O manager charges every request sent while it is current (in
+    this task, and in tasks started from inside it) to it, and removes the request again when the
+    request completes.  When the ``async with`` block exits, every request still outstanding is
+    cancelled and waited for (``IoCancelThreadIo``).
+
+    :ivar closed: True once the block has exited; requests sent afterwards are not charged.
+    """
+
+    __slots__ = ("__weakref__", "_irps", "closed")
+
+    def __init__(self) -> None:
+        self._irps: dict[Irp, None] = {}
+        self.closed = False
+
+    @property
+    def outstanding(self) -> list[Irp]:
+        """The requests charged here that have not completed yet, oldest first."""
+        return [irp for irp in self._irps if not irp.completed]
+
+    def __len__(self) -> int:
+        return len(self._irps)
+
+    def _charge(self, irp: Irp) -> None:
+        self._irps[irp] = None
+        irp.owner = self
+
+    def _release(self, irp: Irp) -> None:
+        self._irps.pop(irp, None)
+
+    async def cancel(self, file_object: FileObject | None = None, *, limit: float | None = None) -> int:
+        """``CancelIo``: cancel the outstanding requests (of *file_object* only, if given) and wait.
+
+        Each request is cancelled with :func:`~airp.cancel_irp`; then the call waits until all of
+        them have completed, shielded and bounded by the cancel-wait limit (requests past it are
+        disowned and reported with :class:`DriverCancelTimeoutWarning`).
+
+        On cancellation: the wait is shielded, so it completes (bounded) first; the cancellation is
+        raised at the next checkpoint of the caller's scope.
+
+        :param file_object: only requests issued for this file object (a handle's
+            ``file_object``), as ``NtCancelIoFile``.
+        :param limit: overrides the run's cancel-wait limit.
+        :returns: how many requests were cancelled.
+        """
+        targets = [
+            irp
+            for irp in self._irps
+            if not irp.completed and (file_object is None or irp.file_object is file_object)
+        ]
+        return await cancel_and_wait(targets, limit=limit)
+
+    def __repr__(self) -> str:
+        return f"<TaskIo outstanding={len(self.outstanding)}{' closed' if self.closed else ''}>"
+
+
+async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int:
+    """Cancel every IRP in *irps* that is not complete, then wait for all of them, shielded, bounded.
+
+    The IRPs must be ones whose completion the caller waits for through ``await irp`` (requests the
+    I/O manager built), not IRPs handed back to a driver with STATUS_MORE_PROCESSING_REQUIRED.
+
+    :returns: how many IRPs were cancelled.
+    """
+    irps = [irp for irp in irps if not irp.completed]
+    if not irps:
+        return 0
+    with anyio.CancelScope(shield=True):
+        for irp in irps:
+            if not irp.completed:
+                cancel_irp(irp)
+        if limit is None:
+            limit = _state().cancel_wait_limit
+        with anyio.move_on_after(limit):
+            for irp in irps:
+                if not irp.completed:
+                    waiter = irp._waiter
+                    if waiter is None:
+                        waiter = irp._waiter = anyio.Event()
+                    await waiter.wait()  # type: ignore[attr-defined]
+        for irp in irps:
+            if not irp.completed:
+                _disown(irp, limit)
+    return len(irps)
+
+
+@asynccontextmanager
+async def task_io() -> AsyncIterator[TaskIo]:
+    """Charge the requests this task issues to the block; cancel what is left when it exits.
+
+    The task-as-thread mapping of reference 6.6::
+
+        async with airp.task_io():
+            pending = await handle.read_overlapped(512)   # charged to the block
+            ...                                           # cancelled here, or the block exits
+        # every request issued inside has completed (or was disowned and reported) by now
+
+    Requests sent through a :class:`~airp.FileHandle` (including ``*_overlapped`` ones that are
+    never awaited) while the block is current are recorded, and dropped from it when they complete.
+    When the block exits for any reason (the end of the block, an exception, the task being
+    cancelled or a ``fail_after`` expiring) the outstanding ones are cancelled and waited for,
+    shielded and bounded by the cancel-wait limit (``IoCancelThreadIo``); an exception or a
+    cancellation then continues to propagate.  A requester awaiting its own request needs no block:
+    the wait itself cancels the request when the waiting task is cancelled.
+
+    The block is recorded in a :class:`contextvars.ContextVar`, so it covers this task and tasks
+    started from inside it (a task group opened in the block); a task started into an outer task
+    group from inside the block also inherits it, and its requests sent after the block has exited
+    are not charged anywhere.  Blocks nest: requests go to the innermost.
+
+    On cancellation: the exit is shielded and bounded; the cancellation propagates afterwards.
+    """
+    tio = TaskIo()
+    token = _current_task_io.set(tio)
+    try:
+        yield tio
+    finally:
+        _current_task_io.reset(token)
+        tio.closed = True
+        try:
+            await cancel_and_wait(list(tio._irps))
+        finally:
+            tio._irps.clear()
