@@ -52,7 +52,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -62,13 +62,19 @@ from ._completion import complete_request
 from ._device import DeviceObject
 from ._devqueue import DeviceQueue, DeviceQueueError, _check_key
 from ._irp import CancelRoutine, Irp
-from ._status import STATUS_CANCELLED, STATUS_DEVICE_NOT_READY, STATUS_NO_SUCH_DEVICE, STATUS_PENDING, NtStatus, _define
+from ._status import (
+    STATUS_CANCELLED,
+    STATUS_DEVICE_NOT_READY,
+    STATUS_INTERNAL_ERROR,
+    STATUS_NO_SUCH_DEVICE,
+    STATUS_PENDING,
+    NtStatus,
+)
 
 if TYPE_CHECKING:
     from ._dispatchqueue import IoQueue, Request
 
 __all__ = [
-    "STATUS_INTERNAL_ERROR",
     "DeviceRoutineError",
     "DeviceState",
     "DeviceTasks",
@@ -87,7 +93,6 @@ __all__ = [
 ]
 
 #: The status an IRP completes with when the routine that held it raised (0xC00000E5).
-STATUS_INTERNAL_ERROR: Final = _define("STATUS_INTERNAL_ERROR", 0xC000_00E5)
 
 #: ``async def routine(device, irp) -> None``: a StartIo routine.  It owns *irp* while it runs: it
 #: completes it, passes it on, or (with ``start_next_on_return=False``) hands it to whatever will.
