@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._device import DeviceObject
-from ._irp import Irp, IrpStateError
+from ._irp import _UNUSED, Irp, IrpStateError, StackLocation
 from ._status import NtStatus
 
 __all__ = ["call_driver", "pass_down"]
@@ -57,17 +57,21 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
         )
     irp._index = index
     loc = irp._stack[index]
+    if loc is _UNUSED:
+        loc = irp._stack[index] = StackLocation()
     loc.device = device
     routine = device.driver.major_function[loc.major]
     monitor = irp._monitor
     if monitor is None:
         status = await routine(device, irp)
-    else:
-        monitor.dispatching(irp, device)
-        status = await routine(device, irp)
-        monitor.dispatched(irp, device, status)
+        if type(status) is not NtStatus:
+            return _checked_status(status, device)
+        return status
+    monitor.dispatching(irp, device)
+    status = await routine(device, irp)
     if type(status) is not NtStatus:
-        return _checked_status(status, device)
+        status = _checked_status(status, device)
+    monitor.dispatched(irp, device, status)
     return status
 
 

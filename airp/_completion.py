@@ -9,13 +9,18 @@ the async shell is ``set()`` on the event of a requester that is already waiting
 from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._irp import Irp
-from ._status import STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
+from ._irp import _UNUSED, Irp, StackLocation
+from ._status import STATUS_CONTINUE_COMPLETION, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
 
 __all__ = ["complete_request"]
 
 _SMPR = int(STATUS_MORE_PROCESSING_REQUIRED)
 _PENDING = int(STATUS_PENDING)
+_CONTINUE = STATUS_CONTINUE_COMPLETION
+_TRACED = object()
+#: What an IRP's final status can never be (0xFFFFFFFF also in its signed form).
+_NEVER_FINAL = frozenset((_PENDING, 0xFFFF_FFFF, -1))
+_INVOKE_ALWAYS = 0xE0  # SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL
 
 
 def complete_request(irp: Irp, status: int | None = None, information: int | None = None) -> None:
@@ -54,69 +59,75 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
             raise TypeError(f"information must be a non-negative int, got {information!r}")
         irp.information = information
     st = irp.status
-    if st == _PENDING or st == 0xFFFF_FFFF:
-        raise BugCheck(
-            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"complete_request with status {NtStatus(st).name}: STATUS_PENDING is what a dispatch routine returns, never an IRP's final status",
-            parameters=(VerifierCode.COMPLETE_WITH_PENDING_STATUS, st, irp, 0),
-            irp=irp,
-        )
-    if irp.cancel_routine is not None:
-        raise BugCheck(
-            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"complete_request with cancel routine {irp.cancel_routine!r} still set: disarm it with set_cancel_routine(None) first",
-            parameters=(VerifierCode.COMPLETE_WITH_CANCEL_ROUTINE, irp.cancel_routine, irp, 0),
-            irp=irp,
-        )
+    if st in _NEVER_FINAL or irp.cancel_routine is not None:
+        _bad_completion(irp)
     monitor = irp._monitor
-    if monitor is not None:
+    usual: object
+    if monitor is None:
+        usual = _CONTINUE
+    else:
+        # No routine returns this object, so with tracing on every result takes the checked path
+        # below, which reports it; with tracing off the usual result costs one identity test.
+        usual = _TRACED
         monitor.completing(irp)
     stack = irp._stack
     while index < n:
         loc = stack[index]
-        # From here on the owner of loc's routine is "current" (CurrentLocation == index + 1).
+        # From here on the owner of loc's routine is "current" (CurrentLocation == index + 1);
+        # irp._index is stored only before something can look at it (a routine, or the end).
         index += 1
-        irp._index = index
         control = loc.control
-        pending = irp.pending_returned = (control & 0x01) != 0
-        if control & 0xE0:
-            st = irp.status
-            if (
-                (control & 0x40 and st < 0x8000_0000)
-                or (control & 0x80 and st >= 0x8000_0000)
-                or (control & 0x20 and irp.cancel)
-            ):
-                routine = loc.completion_routine
-                context = loc.completion_context
-                loc.control = 0
-                loc.completion_routine = None
-                loc.completion_context = None
-                loc.parameters = None
-                loc.file_object = None
-                owner = stack[index].device if index < n else None
-                if routine is None:
-                    raise BugCheck(
-                        BugCheckCode.INCONSISTENT_IRP,
-                        "a stack location has invoke flags but no completion routine",
-                        parameters=(irp, index, 0, 0),
-                        irp=irp,
-                        device=owner,
-                    )
-                result = routine(owner, irp, context)
-                if monitor is not None:
-                    monitor.routine_ran(irp, owner, routine, result)
-                if result == _SMPR:
-                    return
-                if type(result) is not NtStatus and type(result) is not int:
-                    _check_routine_result(routine, result)
+        if control == _INVOKE_ALWAYS:
+            # The usual case, a routine for success, error and cancel and no pending mark: no
+            # predicate to evaluate.
+            irp.pending_returned = False
+        else:
+            if control <= 1:
+                # No invoke flags, at most the pending mark (a location without a routine).
+                pending = irp.pending_returned = control == 1
+                invoke = False
+            else:
+                pending = irp.pending_returned = (control & 0x01) != 0
+                invoke = control & 0xC0 == 0xC0 or (control & 0xE0 != 0 and _invoke(control, irp))
+            if not invoke:
+                # No routine runs here: the pending mark goes up to the owner's location.
+                if pending and index < n:
+                    owner_loc = stack[index]
+                    if owner_loc is _UNUSED:  # only if _index was moved by hand
+                        owner_loc = stack[index] = StackLocation()
+                    owner_loc.control |= 0x01
+                if loc is not _UNUSED:
+                    loc.control = 0
+                    loc.completion_routine = None
+                    loc.completion_context = None
+                    loc.parameters = None
+                    loc.file_object = None
                 continue
-        if pending and index < n:
-            stack[index].control |= 0x01
+        irp._index = index
+        routine = loc.completion_routine
+        context = loc.completion_context
         loc.control = 0
         loc.completion_routine = None
         loc.completion_context = None
         loc.parameters = None
         loc.file_object = None
+        owner = stack[index].device if index < n else None
+        if routine is None:
+            raise BugCheck(
+                BugCheckCode.INCONSISTENT_IRP,
+                "a stack location has invoke flags but no completion routine",
+                parameters=(irp, index, 0, 0),
+                irp=irp,
+                device=owner,
+            )
+        result = routine(owner, irp, context)
+        if result is not usual:  # STATUS_CONTINUE_COMPLETION itself needs no check
+            if type(result) is not NtStatus and type(result) is not int:
+                _check_routine_result(routine, result)
+            if monitor is not None:
+                monitor.routine_ran(irp, owner, routine, result)
+            if result == _SMPR:
+                return
     irp._index = n + 1
     master = irp.master_irp
     if master is not None:
@@ -132,11 +143,43 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
         monitor.completed(irp)
 
 
+def _invoke(control: int, irp: Irp) -> bool:
+    # The invoke predicate for a location that does not ask for both success and error.  The
+    # status is judged as NT_SUCCESS judges the signed value: a driver may have stored the signed
+    # form C prints (-1073741536 for STATUS_CANCELLED), which is an error, not a success.
+    success = 0 <= irp.status < 0x8000_0000
+    return bool(
+        (control & 0x40 and success) or (control & 0x80 and not success) or (control & 0x20 and irp.cancel)
+    )
+
+
+def _bad_completion(irp: Irp) -> None:
+    st = irp.status
+    if st in _NEVER_FINAL:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"complete_request with status {NtStatus(st).name}: STATUS_PENDING is what a dispatch routine returns, never an IRP's final status",
+            parameters=(VerifierCode.COMPLETE_WITH_PENDING_STATUS, st, irp, 0),
+            irp=irp,
+        )
+    raise BugCheck(
+        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+        f"complete_request with cancel routine {irp.cancel_routine!r} still set: disarm it with set_cancel_routine(None) first",
+        parameters=(VerifierCode.COMPLETE_WITH_CANCEL_ROUTINE, irp.cancel_routine, irp, 0),
+        irp=irp,
+    )
+
+
 def _complete_associated(irp: Irp, master: Irp) -> None:
     # Reference 5.5: the I/O manager does not aggregate statuses; the master completes with
     # whatever its own driver stored in it, once the last associated IRP is done.
     master.associated_irp_count -= 1
     irp.master_irp = None
+    final_stage = irp._final_stage
+    if final_stage is not None:
+        # The associated IRP's own final stage (airp._associated): frees it and, before the last
+        # one completes the master, disarms the cancel routine that cancels associated IRPs.
+        final_stage(irp)
     if master.associated_irp_count == 0:
         complete_request(master)
 

@@ -46,6 +46,7 @@ class DeviceObject:
         "lower_device",
         "name",
         "stack_size",
+        "tasks",
     )
 
     def __init__(
@@ -73,6 +74,8 @@ class DeviceObject:
         self.extension = extension
         self.current_irp: Any = None
         self.deleted = False
+        #: The device's task group and queues (``airp.DeviceTasks``), created on first use.
+        self.tasks: Any = None
         driver.devices.append(self)
 
     def __repr__(self) -> str:

@@ -49,7 +49,6 @@ from ._device import DeviceObject
 from ._file import FileObject
 from ._irp import CancelRoutine, Irp, IrpStateError
 from ._startio import (
-    STATUS_INTERNAL_ERROR,
     DeviceState,
     RoutineFailure,
     _QueueBase,
@@ -57,6 +56,7 @@ from ._startio import (
 )
 from ._status import (
     STATUS_CANCELLED,
+    STATUS_INTERNAL_ERROR,
     STATUS_INVALID_DEVICE_REQUEST,
     STATUS_INVALID_DEVICE_STATE,
     STATUS_PENDING,

@@ -7,6 +7,9 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+
 from ._call import call_driver
 from ._codes import DeviceFlags, IrpMajor
 from ._device import DeviceObject, delete_device, get_attached_device
@@ -14,6 +17,7 @@ from ._driver import Driver
 from ._errors import NtStatusError
 from ._file import FileObject
 from ._irp import Irp
+from ._requester import cancel_and_wait, current_task_io, get_cancel_wait_limit, is_disowned
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -43,6 +47,8 @@ class IoManager:
     def __init__(self, *, monitor: IrpMonitor | None = None) -> None:
         self.monitor = monitor
         self._names: dict[str, DeviceObject] = {}
+        # Requests sent for each open file object and not completed yet (for cleanup, 6.5).
+        self._outstanding: dict[FileObject, dict[Irp, None]] = {}
 
     # -- devices -----------------------------------------------------------------------------
 
@@ -86,8 +92,8 @@ class IoManager:
     def get_device(self, name: str) -> DeviceObject:
         """The device named *name*.
 
-        :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND (a :class:`LookupError` too) if no
-            device has that name.
+        :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND if no device has that name; the
+            message lists the names that exist.
         """
         try:
             return self._names[name]
@@ -142,10 +148,59 @@ class IoManager:
         irp = request.irp
         if self.monitor is not None:
             self.monitor.watch(irp)
+        self._track(irp)
         status = await call_driver(top, irp)
         request.status_returned = status
         check_returned_status(irp, status, top)
         return request
+
+
+    def _track(self, irp: Irp) -> None:
+        # The file object's list of requests (for cleanup, reference 6.5) and the issuing task's
+        # (the thread's IrpList, 6.6); both drop the IRP in its final stage.
+        file_object = irp.file_object
+        outstanding = None
+        if file_object is not None:
+            outstanding = self._outstanding.get(file_object)
+            if outstanding is None:
+                outstanding = self._outstanding[file_object] = {}
+            outstanding[irp] = None
+        tio = current_task_io()
+        if tio is not None:
+            if tio.closed:
+                tio = None
+            else:
+                tio._charge(irp)
+        if outstanding is None and tio is None:
+            return
+        finish = irp._final_stage
+
+        def final_stage(irp: Irp) -> None:
+            if outstanding is not None:
+                outstanding.pop(irp, None)
+            if tio is not None:
+                tio._release(irp)
+            if finish is not None:
+                finish(irp)
+
+        irp._final_stage = final_stage
+
+    def outstanding_requests(self, file_object: FileObject | None = None) -> list[Irp]:
+        """Requests sent through this manager that have not completed yet, oldest first.
+
+        :param file_object: only those of this file object (a handle's ``file_object``).
+        """
+        if file_object is not None:
+            return [irp for irp in self._outstanding.get(file_object, ()) if not irp.completed]
+        return [irp for irps in self._outstanding.values() for irp in irps if not irp.completed]
+
+    async def _after_cleanup(self, file_object: FileObject) -> int:
+        # Reference 6.5 makes completing the handle's IRPs the driver's job in IRP_MJ_CLEANUP.
+        # What it left is cancelled here (as CancelIoEx on the handle would) and waited for,
+        # shielded and bounded; an IRP still held past the cancel-wait limit is disowned and
+        # reported with DriverCancelTimeoutWarning.
+        left = [irp for irp in self.outstanding_requests(file_object) if not is_disowned(irp)]
+        return await cancel_and_wait(left)
 
 
 class _Opening:
@@ -187,6 +242,7 @@ class FileHandle:
     def __init__(self, io: IoManager, file_object: FileObject) -> None:
         self.io = io
         self.file_object = file_object
+        self._closing = False
 
     @property
     def device(self) -> DeviceObject:
@@ -194,7 +250,7 @@ class FileHandle:
         return self.file_object.device
 
     def _top(self) -> DeviceObject:
-        if self.file_object.closed:
+        if self.file_object.closed or self._closing:
             raise ValueError(f"{self.file_object!r} is closed")
         return get_attached_device(self.file_object.device)
 
@@ -263,16 +319,40 @@ class FileHandle:
     async def close(self) -> None:
         """Close the handle: IRP_MJ_CLEANUP, then IRP_MJ_CLOSE.  Closing twice does nothing.
 
+        New requests on the handle are refused (``ValueError``) from the moment the close starts.
+        The driver's IRP_MJ_CLEANUP routine must complete every request of this handle it still
+        holds, as cancelled (reference 6.5; ``IrpQueue.drain(file_object)`` does it for a
+        cancel-safe queue).  Once CLEANUP has completed, any request of the handle still
+        outstanding is cancelled with :func:`~airp.cancel_irp` (as ``CancelIoEx`` on the handle
+        would) and waited for, bounded by the cancel-wait limit; one that is still held past it is
+        disowned and reported with :class:`~airp.DriverCancelTimeoutWarning`.  So when ``close``
+        returns, every request of the handle has completed, or has been reported.
+
         A driver that fails either request does not keep the handle open; its status is ignored,
         as Windows ignores it.
+
+        On cancellation: closing is not interruptible (``CloseHandle``): the whole close runs
+        shielded, each of its waits bounded by the cancel-wait limit, and the cancellation is
+        raised once the handle is closed.
         """
-        if self.file_object.closed:
+        if self.file_object.closed or self._closing:
             return
-        for major in (IrpMajor.CLEANUP, IrpMajor.CLOSE):
-            # Windows closes the handle whatever the driver answers.
-            with contextlib.suppress(NtStatusError):
-                await self._simple(major)
-        self.file_object.closed = True
+        self._closing = True
+        file_object = self.file_object
+        try:
+            with anyio.CancelScope(shield=True):
+                limit = get_cancel_wait_limit()
+                for major in (IrpMajor.CLEANUP, IrpMajor.CLOSE):
+                    # Windows closes the handle whatever the driver answers.
+                    with contextlib.suppress(NtStatusError), anyio.move_on_after(limit):
+                        await self._simple(major)
+                    if major == IrpMajor.CLEANUP:
+                        await self.io._after_cleanup(file_object)
+        finally:
+            file_object.closed = True
+            if not self.io.outstanding_requests(file_object):
+                self.io._outstanding.pop(file_object, None)
+        await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def __aenter__(self) -> FileHandle:
         return self

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._codes import IrpMajor, StackControl
 from ._status import STATUS_SUCCESS, IoStatus, NtStatus
@@ -50,12 +50,14 @@ _PENDING_RETURNED = int(StackControl.PENDING_RETURNED)
 _INVOKE_ON_SUCCESS = int(StackControl.INVOKE_ON_SUCCESS)
 _INVOKE_ON_ERROR = int(StackControl.INVOKE_ON_ERROR)
 _INVOKE_ON_CANCEL = int(StackControl.INVOKE_ON_CANCEL)
+_INVOKE_ALWAYS = _INVOKE_ON_SUCCESS | _INVOKE_ON_ERROR | _INVOKE_ON_CANCEL
 
 #: The largest stack a CHAR StackCount can describe.
 MAX_STACK_SIZE = 127
 
 
 _new_tuple = tuple.__new__
+_new_object = object.__new__
 
 
 def _io_status(status: int, information: int) -> IoStatus:
@@ -63,6 +65,16 @@ def _io_status(status: int, information: int) -> IoStatus:
     if type(status) is not NtStatus:
         status = NtStatus(status)
     return _new_tuple(IoStatus, (status, information))
+
+
+def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
+    # Awaiting an IRP in flight is the async shell's business (airp._waiting): imported on first
+    # use, so that this module stays free of anyio, then called directly.
+    global _await_pending
+    from ._waiting import _await_pending as await_pending
+
+    _await_pending = await_pending
+    return await_pending(irp)
 
 
 class IrpStateError(RuntimeError):
@@ -148,6 +160,45 @@ class StackLocation:
         return f"<StackLocation {major} minor={self.minor:#x} control={self.control:#x} device={self.device!r}>"
 
 
+class _UnusedLocation(StackLocation):
+    """The shared, read-only stand-in for a stack location that nothing has used yet.
+
+    A fresh IRP creates only its top location (the one its creator fills); the locations below are
+    created when something first writes to them: :func:`~airp.call_driver`, the stack-location
+    macros and the accessors (:meth:`Irp.stack_location`, :attr:`Irp.next_stack_location`, ...)
+    all do.  Until then ``Irp._stack`` holds this object, whose fields read as a fresh location's.
+    Reference 5.9: a location below the one a driver skips to is never used at all, and in a
+    forwarded IRP the copy overwrites every field anyway, so creating it early is wasted work.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise IrpStateError(
+            f"cannot set {name!r} on an unused stack location reached through Irp._stack: get it with"
+            " Irp.stack_location(), next_stack_location or current_stack_location, which create it"
+        )
+
+    def __repr__(self) -> str:
+        return "<StackLocation (unused)>"
+
+
+_UNUSED: StackLocation = _new_object(_UnusedLocation)
+for _name, _value in (
+    ("major", 0),
+    ("minor", 0),
+    ("flags", 0),
+    ("control", 0),
+    ("parameters", None),
+    ("device", None),
+    ("file_object", None),
+    ("completion_routine", None),
+    ("completion_context", None),
+):
+    object.__setattr__(_UNUSED, _name, _value)
+del _name, _value
+
+
 class Irp:
     """An I/O request packet: a request travelling down a device stack and its result coming back.
 
@@ -165,10 +216,12 @@ class Irp:
     :raises ValueError: if *stack_size* is out of range.
     """
 
-    # Hot fields live in slots and are set by __init__.  Cold fields (read often, written by few
-    # IRPs) are class-level defaults shadowed through the instance dict only when written: a fresh
-    # IRP then costs a dozen stores instead of two dozen, and the dict is created only for IRPs
-    # that use a cold field.
+    # Hot fields live in slots and are set by __init__, and so do the transfer fields that the I/O
+    # manager writes into every request it builds (flags, file object, buffers): without them in
+    # slots each such IRP would carry an instance dict (~300 bytes, the difference between meeting
+    # the 1 KiB-per-pending-IRP budget and not).  Cold fields (read often, written by few IRPs)
+    # are class-level defaults shadowed through the instance dict only when written: a fresh IRP
+    # costs a few stores fewer, and the dict is created only for IRPs that use a cold field.
     __slots__ = (
         "__dict__",
         "__weakref__",
@@ -179,25 +232,30 @@ class Irp:
         "_waiter",
         "cancel",
         "cancel_routine",
+        "file_object",
+        "flags",
         "information",
         "master_irp",
+        "mdl",
         "pending_returned",
         "stack_count",
         "status",
+        "system_buffer",
+        "user_buffer",
     )
 
     #: ``IRP_*`` flags (:class:`~airp.IrpFlags`).
-    flags: int = 0
+    flags: int
     #: How the IRP was allocated (issue-specific allocators set it).
     allocation_flags: int = 0
     #: Buffered I/O: the I/O manager's private copy of the data.
-    system_buffer: bytearray | None = None
+    system_buffer: bytearray | None
     #: Neither I/O: the requester's buffer as given; buffered reads: where output is copied back.
-    user_buffer: Any = None
+    user_buffer: Any
     #: Direct I/O: a view of the requester's buffer (the MDL).
-    mdl: memoryview | None = None
+    mdl: memoryview | None
     #: The file object the request was issued for (``OriginalFileObject``).
-    file_object: FileObject | None = None
+    file_object: FileObject | None
     #: In a master IRP: how many associated IRPs are still outstanding.
     associated_irp_count: int = 0
     #: Scratch for the driver that currently owns the IRP; invalid once the IRP is completed.
@@ -212,7 +270,11 @@ class Irp:
         if not 1 <= stack_size <= MAX_STACK_SIZE:
             raise ValueError(f"stack_size must be between 1 and {MAX_STACK_SIZE}, got {stack_size}")
         self.stack_count = stack_size
-        self._stack = [StackLocation() for _ in range(stack_size)]
+        # Only the creator's location exists yet; the others are made when first used (see
+        # _UnusedLocation).  Every location at or above the current one is a real one.
+        stack = [_UNUSED] * stack_size
+        stack[-1] = StackLocation()
+        self._stack = stack
         # 0-based index of the current location: stack_count means "none" (CurrentLocation =
         # StackCount + 1) and stack_count + 1 means completed (StackCount + 2).
         self._index = stack_size
@@ -225,6 +287,11 @@ class Irp:
         self._waiter: _Waker | None = None
         self._final_stage: Callable[[Irp], None] | None = None
         self._monitor: IrpMonitor | None = None
+        self.flags = 0
+        self.file_object = None
+        self.system_buffer = None
+        self.user_buffer = None
+        self.mdl = None
 
     def _reinitialize(self) -> None:
         """``IoInitializeIrp`` on an existing IRP: every field back to its fresh value.
@@ -243,8 +310,14 @@ class Irp:
         self._waiter = None
         self._final_stage = None
         self._monitor = None
+        self.flags = 0
+        self.file_object = None
+        self.system_buffer = None
+        self.user_buffer = None
+        self.mdl = None
         for loc in self._stack:
-            loc.__init__()  # type: ignore[misc]
+            if loc is not _UNUSED:
+                loc.__init__()  # type: ignore[misc]
 
     # -- geometry ---------------------------------------------------------------------------
 
@@ -267,7 +340,10 @@ class Irp:
         """Stack location *number* (1-based, as ``CurrentLocation`` counts)."""
         if not 1 <= number <= self.stack_count:
             raise IndexError(f"stack location {number} does not exist: this IRP has locations 1..{self.stack_count}")
-        return self._stack[number - 1]
+        loc = self._stack[number - 1]
+        if loc is _UNUSED:
+            loc = self._stack[number - 1] = StackLocation()
+        return loc
 
     @property
     def current_stack_location(self) -> StackLocation:
@@ -279,7 +355,10 @@ class Irp:
         index = self._index
         if index >= self.stack_count:
             raise IrpStateError(f"{self!r} has no current stack location: it has not been sent to a driver, or it is back with its creator")
-        return self._stack[index]
+        loc = self._stack[index]
+        if loc is _UNUSED:
+            loc = self._stack[index] = StackLocation()
+        return loc
 
     @property
     def next_stack_location(self) -> StackLocation:
@@ -290,7 +369,10 @@ class Irp:
         index = self._index - 1
         if not 0 <= index < self.stack_count:
             raise IrpStateError(f"{self!r} has no next stack location (stack_count {self.stack_count}, current location {self._index + 1})")
-        return self._stack[index]
+        loc = self._stack[index]
+        if loc is _UNUSED:
+            loc = self._stack[index] = StackLocation()
+        return loc
 
     # -- the stack-location macros ------------------------------------------------------------
 
@@ -320,6 +402,9 @@ class Irp:
         stack = self._stack
         src = stack[index]
         dst = stack[index - 1]
+        if dst is _UNUSED:
+            # Every field is written below: a bare object will do.
+            dst = stack[index - 1] = _new_object(StackLocation)
         dst.major = src.major
         dst.minor = src.minor
         dst.flags = src.flags
@@ -356,8 +441,13 @@ class Irp:
         if not callable(routine):
             raise TypeError(f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}")
         loc = self._stack[index]
+        if loc is _UNUSED:
+            loc = self._stack[index] = StackLocation()
         loc.completion_routine = routine
         loc.completion_context = context
+        if on_success and on_error and on_cancel:
+            loc.control = _INVOKE_ALWAYS
+            return
         control = 0
         if on_success:
             control = _INVOKE_ON_SUCCESS
@@ -379,7 +469,10 @@ class Irp:
         index = self._index
         if index >= self.stack_count:
             raise IrpStateError(f"cannot mark pending: {self!r} has no current stack location")
-        self._stack[index].control |= _PENDING_RETURNED
+        loc = self._stack[index]
+        if loc is _UNUSED:
+            loc = self._stack[index] = StackLocation()
+        loc.control |= _PENDING_RETURNED
 
     def set_next_stack_location(self) -> None:
         """``IoSetNextIrpStackLocation``: move down one location without calling a driver.
@@ -391,7 +484,9 @@ class Irp:
         """
         if self._index <= 0 or self._index > self.stack_count:
             raise IrpStateError(f"cannot set the next stack location: {self!r} has no location below the current one")
-        self._index -= 1
+        index = self._index = self._index - 1
+        if self._stack[index] is _UNUSED:
+            self._stack[index] = StackLocation()
 
     def set_cancel_routine(self, routine: CancelRoutine | None) -> CancelRoutine | None:
         """``IoSetCancelRoutine``: exchange the cancel routine and return the previous one.
@@ -417,10 +512,11 @@ class Irp:
 
     def __await__(self) -> Generator[Any, None, IoStatus]:
         if self._index > self.stack_count:
-            return _io_status(self.status, self.information)
-        from ._waiting import wait_for_irp
-
-        return (yield from wait_for_irp(self).__await__())
+            status = self.status
+            if type(status) is not NtStatus:
+                status = NtStatus(status)
+            return _new_tuple(IoStatus, (status, self.information))
+        return (yield from _await_pending(self))
 
     def __repr__(self) -> str:
         label = f"#{self._trace_id}" if self._trace_id else hex(id(self))

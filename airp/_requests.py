@@ -64,6 +64,16 @@ class Overlapped(Generic[T]):
         if self.status_returned == STATUS_PENDING and not irp.pending_returned:
             check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)
         output = self._output
+        count = irp.information
+        if output is not None and count > len(output) and not nt_error(status):
+            # Verifier 0x312 for every transfer type: with direct and neither I/O the driver
+            # wrote into the requester's buffer itself, and still may not claim more than it holds.
+            raise BugCheck(
+                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                f"information {count} is larger than the requester's output buffer ({len(output)} bytes)",
+                parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
+                irp=irp,
+            )
         if (
             output is not None
             and irp.flags & IrpFlags.INPUT_OPERATION
@@ -71,14 +81,6 @@ class Overlapped(Generic[T]):
             and status != STATUS_VERIFY_REQUIRED
             and not nt_error(status)
         ):
-            count = irp.information
-            if count > len(output):
-                raise BugCheck(
-                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    f"information {count} is larger than the requester's output buffer ({len(output)} bytes)",
-                    parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
-                    irp=irp,
-                )
             output[:count] = irp.system_buffer[:count]
         if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
             irp.system_buffer = None
@@ -130,8 +132,9 @@ def count_result(request: Overlapped[int]) -> int:
     return request.irp.information
 
 
-def _new_irp(device: DeviceObject, file_object: FileObject | None) -> tuple[Irp, Any]:
-    irp = Irp(device.stack_size)
+def _new_irp(device: DeviceObject, file_object: FileObject | None, irp: Irp | None = None) -> tuple[Irp, Any]:
+    if irp is None:
+        irp = Irp(device.stack_size)
     irp.file_object = file_object
     loc = irp._stack[irp.stack_count - 1]
     loc.file_object = file_object
@@ -146,10 +149,13 @@ def build_read_write_request(
     data: bytes | bytearray | memoryview | None = None,
     offset: int = 0,
     file_object: FileObject | None = None,
+    irp: Irp | None = None,
 ) -> Overlapped[Any]:
     """Build a read or write IRP for *device* the way ``NtReadFile`` / ``NtWriteFile`` would.
 
     The transfer type comes from *device*'s flags (the top of the stack that will receive it).
+    *irp*, if given, is a fresh IRP to build into (the driver-side build helpers of
+    :mod:`airp._build` pass one from their allocator); otherwise a new one is made.
 
     :param length: bytes to read (reads only).
     :param data: bytes to write (writes only).
@@ -159,7 +165,7 @@ def build_read_write_request(
         raise ValueError(f"build_read_write_request builds READ or WRITE requests, not {major!r}")
     if type(offset) is not int or offset < 0:
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
-    irp, loc = _new_irp(device, file_object)
+    irp, loc = _new_irp(device, file_object, irp)
     loc.major = major
     if major == IrpMajor.READ:
         if type(length) is not int or length < 0:
@@ -198,10 +204,12 @@ def build_device_control_request(
     *,
     internal: bool = False,
     file_object: FileObject | None = None,
+    irp: Irp | None = None,
 ) -> Overlapped[bytes]:
     """Build a device-control IRP the way ``IoBuildDeviceIoControlRequest`` does (reference 2.8).
 
-    The transfer method is the low two bits of *code*.
+    The transfer method is the low two bits of *code*.  *irp*, if given, is a fresh IRP to build
+    into; otherwise a new one is made.
 
     :returns: an :class:`Overlapped` not yet sent; its result is the output bytes.
     """
@@ -211,7 +219,7 @@ def build_device_control_request(
         raise TypeError(f"device-control input must be bytes-like, got {type(input).__name__}")
     if type(output_length) is not int or output_length < 0:
         raise ValueError(f"output_length must be a non-negative int, got {output_length!r}")
-    irp, loc = _new_irp(device, file_object)
+    irp, loc = _new_irp(device, file_object, irp)
     loc.major = IrpMajor.INTERNAL_DEVICE_CONTROL if internal else IrpMajor.DEVICE_CONTROL
     output = bytearray(output_length)
     method = code & 3

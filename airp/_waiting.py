@@ -6,17 +6,24 @@ the moment somebody awaits it; the completion walk calls ``set()`` on it.
 Cancellation follows the Windows rule that cancelling never shortens the wait for an IRP to come
 back (reference 6.6): a waiter whose scope is cancelled calls :func:`~airp.cancel_irp`, then
 waits, shielded, until the IRP's driver has completed it, and only then lets the cancellation
-propagate.  The IRP is therefore never abandoned while a driver still holds it.
+propagate.  The IRP is therefore never abandoned while a driver still holds it, except past the
+run's cancel-wait limit (:func:`~airp.set_cancel_wait_limit`, 300 s by default as in Windows): the
+IRP is then disowned, a :class:`~airp.DriverCancelTimeoutWarning` names the device holding it, and
+the requester is released.
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
 import anyio
 
 from ._call import call_driver
-from ._cancel import cancel_irp
 from ._device import DeviceObject
-from ._irp import Irp, _io_status
+from ._irp import Irp, _io_status, _new_tuple
+from ._requester import wait_after_cancel
 from ._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 
 __all__ = ["call_driver_and_wait", "forward_and_wait", "wait_for_irp"]
@@ -26,9 +33,9 @@ async def _wait_cancelling(event: anyio.Event, irp: Irp) -> None:
     try:
         await event.wait()
     except anyio.get_cancelled_exc_class():
-        with anyio.CancelScope(shield=True):
-            cancel_irp(irp)
-            await event.wait()
+        # Cancel the IRP, wait for it shielded and bounded by the run's cancel-wait limit (past it
+        # the IRP is disowned and reported: airp._requester), then let the cancellation go on.
+        await wait_after_cancel(event, irp)
         raise
 
 
@@ -38,16 +45,39 @@ async def wait_for_irp(irp: Irp) -> IoStatus:
     If the IRP is already complete this returns at once without a checkpoint.
 
     On cancellation: the IRP is cancelled with :func:`~airp.cancel_irp`, the wait continues,
-    shielded, until a driver completes it, and then the cancellation exception propagates.
+    shielded, until a driver completes it, and then the cancellation exception propagates.  The
+    shielded wait is bounded by the run's cancel-wait limit; past it the IRP is disowned and a
+    :class:`~airp.DriverCancelTimeoutWarning` is emitted before the cancellation propagates.
 
     :returns: the final :class:`~airp.IoStatus`.
     """
     if irp._index <= irp.stack_count:
-        waiter = irp._waiter
-        if waiter is None:
-            waiter = irp._waiter = anyio.Event()
-        await _wait_cancelling(waiter, irp)  # type: ignore[arg-type]
+        return await _awaitable_pending(irp)
     return _io_status(irp.status, irp.information)
+
+
+def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
+    # What `await irp` runs for an IRP still in flight (Irp.__await__ drives it with `yield from`),
+    # and wait_for_irp too.  A generator rather than a coroutine: no coroutine wrapper between the
+    # requester and the event, and no extra frame for _wait_cancelling, whose protocol it inlines.
+    # Every level of that chain is paid on suspension and again on resumption, and the pended round
+    # trip is held against a bare Event hand-off (DESIGN.md, performance budget).
+    event: anyio.Event | None = irp._waiter  # type: ignore[assignment]
+    if event is None:
+        event = irp._waiter = anyio.Event()
+    try:
+        yield from event.wait().__await__()
+    except anyio.get_cancelled_exc_class():
+        # As _wait_cancelling: cancel the IRP, wait for it shielded and bounded, then re-raise.
+        yield from wait_after_cancel(event, irp).__await__()
+        raise
+    status = irp.status
+    return _new_tuple(IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information))
+
+
+# The same function, flagged so that coroutines can await what it returns (types.coroutine marks
+# the generator function in place).
+_awaitable_pending: Callable[[Irp], Awaitable[IoStatus]] = types.coroutine(_await_pending)
 
 
 class _Handback:
@@ -75,7 +105,10 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     No event is created unless the lower driver returns before completing the IRP.
 
     On cancellation: the IRP is cancelled, the wait continues, shielded, until it is handed back,
-    and then the cancellation propagates; the caller still owns the IRP afterwards.
+    and then the cancellation propagates; the caller still owns the IRP afterwards.  Past the run's
+    cancel-wait limit the IRP is disowned instead (:func:`~airp.is_disowned`, with a
+    :class:`~airp.DriverCancelTimeoutWarning`): it still belongs to the lower driver, and the caller
+    must not touch it.
 
     :returns: the IRP's status at hand-back.
     """
