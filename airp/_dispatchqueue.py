@@ -616,7 +616,10 @@ class IoQueue(_QueueBase):
         """
         if not self._dispatching or not self._waiting:
             return None
-        irp = self._waiting.popleft()
+        return self._hand_to_driver(self._waiting.popleft())
+
+    def _hand_to_driver(self, irp: Irp) -> Request:
+        # A manual retrieval: the IRP leaves the waiting list and belongs to the driver.
         irp.cancel_routine = None
         request = self._request_for(irp)
         request._state = _DELIVERED
@@ -637,14 +640,7 @@ class IoQueue(_QueueBase):
         for irp in self._waiting:
             if irp._stack[irp._index].file_object is file_object:
                 self._waiting.remove(irp)
-                irp.cancel_routine = None
-                request = self._request_for(irp)
-                request._state = _DELIVERED
-                self._outstanding[request] = None
-                self.delivered += 1
-                if self._waiters:
-                    self._check_waiters()
-                return request
+                return self._hand_to_driver(irp)
         return None
 
     # -- state operations (reference 9.2) ---------------------------------------------------------
