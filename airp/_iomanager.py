@@ -107,7 +107,12 @@ class IoManager:
         return sorted(self._names)
 
     def allocate_irp(self, stack_size: int) -> Irp:
-        """``IoAllocateIrp``: a fresh IRP with *stack_size* locations, traced by this manager.
+        """A fresh, plain IRP with *stack_size* locations, traced by this manager.
+
+        It is not marked as driver-allocated: the rules of reference 5.8 (the creator's routine
+        must return STATUS_MORE_PROCESSING_REQUIRED) and the lookaside lists apply to IRPs from
+        :func:`airp.allocate_irp`, the full ``IoAllocateIrp``.  Use this one for an IRP you send
+        and await yourself, as in the timeout pattern of reference 6.7.
 
         :raises ValueError: if *stack_size* is out of range (1 to 127).
         """
