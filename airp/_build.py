@@ -36,7 +36,7 @@ from ._allocation import (
 from ._codes import IrpMajor
 from ._device import DeviceObject
 from ._irp import Irp
-from ._requester import current_task_io
+from ._requester import charge_to_current_task
 from ._requests import Overlapped, build_device_control_request, build_read_write_request, count_result
 from ._status import STATUS_NOT_SUPPORTED
 
@@ -97,19 +97,13 @@ def _charge_to_task(irp: Irp) -> None:
     """Queue *irp* on the requester's list (the current ``task_io`` block) until it completes.
 
     The I/O manager frees it in its final stage (after the buffered copy-back of
-    :class:`~airp.Overlapped`): the driver must not free it.
+    :class:`~airp.Overlapped`, which also takes it off the list): the driver must not free it.
     """
-    tio = current_task_io()
-    if tio is not None and tio.closed:
-        tio = None
-    if tio is not None:
-        tio._charge(irp)
+    charge_to_current_task(irp)
     finish = irp._final_stage
 
     def final_stage(irp: Irp) -> None:
         try:
-            if tio is not None:
-                tio._release(irp)
             if finish is not None:
                 finish(irp)
         finally:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._device import DeviceObject
+    from ._irp import Irp
 
 __all__ = ["FileObject"]
 
@@ -22,9 +23,11 @@ class FileObject:
     :ivar device: the device that was opened (the named device, not the top of its stack).
     :ivar fs_context: scratch for the driver that completed IRP_MJ_CREATE.
     :ivar synchronous: True if opened for synchronous I/O (``FO_SYNCHRONOUS_IO``).
+    :ivar requests: the requests the I/O manager sent for this open that have not reached their
+        final stage yet, oldest first (what cleanup must account for, reference 6.5).
     """
 
-    __slots__ = ("__weakref__", "closed", "device", "fs_context", "number", "synchronous")
+    __slots__ = ("__weakref__", "closed", "device", "fs_context", "number", "requests", "synchronous")
 
     def __init__(self, device: DeviceObject, *, synchronous: bool = False) -> None:
         self.device = device
@@ -32,6 +35,7 @@ class FileObject:
         self.synchronous = synchronous
         self.closed = False
         self.number = next(_serial)
+        self.requests: dict[Irp, None] = {}
 
     def __repr__(self) -> str:
         return f"<FileObject {self.number} on {self.device.name or self.device!r}>"

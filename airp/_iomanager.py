@@ -17,7 +17,7 @@ from ._driver import Driver
 from ._errors import NtStatusError
 from ._file import FileObject
 from ._irp import Irp
-from ._requester import cancel_and_wait, current_task_io, get_cancel_wait_limit, is_disowned
+from ._requester import cancel_and_wait, charge_to_current_task, get_cancel_wait_limit, is_disowned
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -47,8 +47,8 @@ class IoManager:
     def __init__(self, *, monitor: IrpMonitor | None = None) -> None:
         self.monitor = monitor
         self._names: dict[str, DeviceObject] = {}
-        # Requests sent for each open file object and not completed yet (for cleanup, 6.5).
-        self._outstanding: dict[FileObject, dict[Irp, None]] = {}
+        # The file objects requests were sent for, until they are closed with none left in flight.
+        self._files: dict[FileObject, None] = {}
 
     # -- devices -----------------------------------------------------------------------------
 
@@ -159,45 +159,22 @@ class IoManager:
         check_returned_status(irp, status, top)
         return request
 
-
     def _track(self, irp: Irp) -> None:
-        # The file object's list of requests (for cleanup, reference 6.5) and the issuing task's
-        # (the thread's IrpList, 6.6); both drop the IRP in its final stage.
+        # The handle's list of requests (for cleanup, reference 6.5) and the issuing task's (the
+        # thread's IrpList, 6.6); Overlapped's final stage takes the IRP off both.
         file_object = irp.file_object
-        outstanding = None
         if file_object is not None:
-            outstanding = self._outstanding.get(file_object)
-            if outstanding is None:
-                outstanding = self._outstanding[file_object] = {}
-            outstanding[irp] = None
-        tio = current_task_io()
-        if tio is not None:
-            if tio.closed:
-                tio = None
-            else:
-                tio._charge(irp)
-        if outstanding is None and tio is None:
-            return
-        finish = irp._final_stage
-
-        def final_stage(irp: Irp) -> None:
-            if outstanding is not None:
-                outstanding.pop(irp, None)
-            if tio is not None:
-                tio._release(irp)
-            if finish is not None:
-                finish(irp)
-
-        irp._final_stage = final_stage
+            file_object.requests[irp] = None
+            self._files[file_object] = None
+        charge_to_current_task(irp)
 
     def outstanding_requests(self, file_object: FileObject | None = None) -> list[Irp]:
         """Requests sent through this manager that have not completed yet, oldest first.
 
         :param file_object: only those of this file object (a handle's ``file_object``).
         """
-        if file_object is not None:
-            return [irp for irp in self._outstanding.get(file_object, ()) if not irp.completed]
-        return [irp for irps in self._outstanding.values() for irp in irps if not irp.completed]
+        files = (file_object,) if file_object is not None else tuple(self._files)
+        return [irp for fo in files for irp in fo.requests if not irp.completed]
 
     async def _after_cleanup(self, file_object: FileObject) -> int:
         # Reference 6.5 makes completing the handle's IRPs the driver's job in IRP_MJ_CLEANUP.
@@ -356,7 +333,7 @@ class FileHandle:
         finally:
             file_object.closed = True
             if not self.io.outstanding_requests(file_object):
-                self.io._outstanding.pop(file_object, None)
+                self.io._files.pop(file_object, None)
         await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def __aenter__(self) -> FileHandle:

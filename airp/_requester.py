@@ -295,6 +295,23 @@ class TaskIo:
         return f"<TaskIo outstanding={len(self.outstanding)}{' closed' if self.closed else ''}>"
 
 
+def charge_to_current_task(irp: Irp) -> None:
+    """Put *irp* on the list of the current :func:`task_io` block, if one is open (6.6).
+
+    The request's final stage takes it off again (:func:`release_from_task`).
+    """
+    tio = current_task_io()
+    if tio is not None and not tio.closed:
+        tio._charge(irp)
+
+
+def release_from_task(irp: Irp) -> None:
+    """Take a completed request off the :func:`task_io` list it was charged to, if any."""
+    owner = irp.owner
+    if isinstance(owner, TaskIo):
+        owner._release(irp)
+
+
 async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int:
     """Cancel every IRP in *irps* that is not complete, then wait for all of them, shielded, bounded.
 

@@ -23,6 +23,7 @@ from ._device import DeviceObject
 from ._errors import NtStatusError
 from ._file import FileObject
 from ._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
+from ._requester import release_from_task
 from ._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
 
 __all__ = ["Overlapped", "build_device_control_request", "build_read_write_request"]
@@ -60,6 +61,11 @@ class Overlapped(Generic[T]):
         return self.irp.completed
 
     def _finish(self, irp: Irp) -> None:
+        # Off the handle's list and the requester's list first, whatever the checks below find.
+        file_object = irp.file_object
+        if file_object is not None:
+            file_object.requests.pop(irp, None)
+        release_from_task(irp)
         status = irp.status
         if self.status_returned == STATUS_PENDING and not irp.pending_returned:
             check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)

@@ -1,4 +1,4 @@
-"""Waiting for IRPs: the only part of the IRP machinery that touches anyio.
+"""Waiting for IRPs: where a requester's await meets the synchronous completion walk.
 
 A requester waits on one ``anyio.Event`` per IRP, created only when the IRP is still pending at
 the moment somebody awaits it; the completion walk calls ``set()`` on it.
