@@ -299,6 +299,8 @@ class Irp:
         Keeps ``stack_count`` and the stack location objects (reset in place).  Callers that must
         keep something (``IoReuseIrp`` keeps ``allocation_flags``) save and restore it.
         """
+        # The stores mirror __init__ rather than sharing a helper, which would cost every fresh
+        # IRP a call: keep the two lists in step.
         self.__dict__.clear()
         self._index = self.stack_count
         self.status = STATUS_SUCCESS
@@ -512,6 +514,7 @@ class Irp:
 
     def __await__(self) -> Generator[Any, None, IoStatus]:
         if self._index > self.stack_count:
+            # _io_status inlined: this is the synchronous path, held to a budget per IRP.
             status = self.status
             if type(status) is not NtStatus:
                 status = NtStatus(status)
