@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode
+from ._completion import complete_request
 from ._irp import Irp
+from ._status import STATUS_INTERNAL_ERROR
 
 __all__ = ["cancel_irp"]
 
@@ -22,12 +24,19 @@ def cancel_irp(irp: Irp) -> bool:
     There is no cancel spin lock to release: cancel routines are plain functions on the event loop's
     single thread, so nothing can run between taking the routine and calling it.
 
+    A cancel routine that raises still leaves its IRP completed exactly once: if it did not
+    complete the IRP before raising, airp completes it with STATUS_INTERNAL_ERROR (keeping the
+    exception as :attr:`~airp.Irp.routine_error`), then the exception propagates to the caller.
+
+    :param irp: the IRP to cancel.
     :returns: True if a cancel routine was called.
     :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed; 0x44
         (from :func:`~airp.complete_request`) if the cancel routine completes the IRP twice.
-    :raises TypeError: if the cancel routine turns out to be a coroutine function (stored directly
+    :raises TypeError: if *irp* is not an IRP, or the cancel routine turns out to be a coroutine function (stored directly
         in ``irp.cancel_routine``; :meth:`~airp.Irp.set_cancel_routine` refuses those up front).
     """
+    if not isinstance(irp, Irp):
+        raise TypeError(f"cancel_irp needs an Irp, got {type(irp).__name__} {irp!r}")
     irp.cancel = True
     routine = irp.cancel_routine
     if routine is None:
@@ -42,10 +51,27 @@ def cancel_irp(irp: Irp) -> bool:
             irp=irp,
         )
     device = irp._stack[index].device if index < irp.stack_count else None
-    result = routine(device, irp)
+    try:
+        result = routine(device, irp)
+    except BaseException as error:
+        _cancel_routine_raised(irp, error)
+        raise
     if result is not None:
         _bad_cancel_routine_result(routine, result, irp)
     return True
+
+
+def _cancel_routine_raised(irp: Irp, error: BaseException) -> None:
+    # The routine was taken, so nothing else will run it: unless it completed the IRP before
+    # raising, airp does, or the IRP would stay pending with nobody to finish it.  If its driver
+    # still holds it somewhere and completes it later, that completion is a 0x44 whose message
+    # names this exception.
+    if irp._index > irp.stack_count:
+        return
+    irp.cancel_routine = None
+    if irp.routine_error is None:
+        irp.routine_error = error
+    complete_request(irp, STATUS_INTERNAL_ERROR, 0)
 
 
 def _bad_cancel_routine_result(routine: object, result: object, irp: Irp) -> None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._irp import _UNUSED, Irp, StackLocation
-from ._status import STATUS_CONTINUE_COMPLETION, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
+from ._status import (
+    STATUS_CONTINUE_COMPLETION,
+    STATUS_INTERNAL_ERROR,
+    STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_PENDING,
+    NtStatus,
+)
 
 __all__ = ["complete_request"]
 
@@ -35,28 +41,35 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     ``complete_request`` resumes one level higher.  When the walk reaches the top, the I/O
     manager's final stage runs and any task awaiting the IRP is woken.
 
+    A completion routine that raises does not strand the IRP: the walk goes on without it (its
+    pending mark propagated, the status set to STATUS_INTERNAL_ERROR and the exception kept as
+    :attr:`~airp.Irp.routine_error`), the final stage runs and the waiter wakes, and then the
+    exception propagates to the caller of ``complete_request``.  Likewise a final stage that raises
+    (a bug check such as 0x312) wakes the waiter, which raises the same exception.
+
     :param irp: the IRP to complete.
     :param status: if given, stored as ``irp.status`` first.
-    :param information: if given, stored as ``irp.information`` first.
-    :raises BugCheck: 0x44 if the IRP was already completed; 0xC9 / 0x06 if the status is
+    :param information: if given, stored as ``irp.information`` first.  Both are validated before
+        either is written.
+    :raises BugCheck: 0x44 if the IRP was already completed, or if a completion routine completed
+        its own IRP and then returned STATUS_CONTINUE_COMPLETION; 0xC9 / 0x06 if the status is
         STATUS_PENDING (or 0xFFFFFFFF); 0xC9 / 0x07 if a cancel routine is still set.
-    :raises TypeError: if *status* or *information* is not an int, or a completion routine returns
-        something that is not a status (a coroutine, ``None``, ...).
+    :raises TypeError: if *irp* is not an IRP, if *status* or *information* is not an int, or a
+        completion routine returns something that is not a status (a coroutine, ``None``, ...).
     """
-    n = irp.stack_count
-    index = irp._index
+    try:
+        n = irp.stack_count
+        index = irp._index
+    except AttributeError:
+        raise TypeError(f"complete_request needs an Irp, got {type(irp).__name__} {irp!r}") from None
     if index > n:
-        raise BugCheck(
-            BugCheckCode.MULTIPLE_IRP_COMPLETE_REQUESTS,
-            "an IRP was completed twice: after complete_request the IRP belongs to the I/O manager",
-            parameters=(irp, 0, 0, 0),
-            irp=irp,
-        )
+        _completed_twice(irp)
+    # Validate both values before writing either: a refused call leaves the IRP as it was.
+    if information is not None and (type(information) is not int or information < 0):
+        raise TypeError(f"information must be a non-negative int, got {information!r}")
     if status is not None:
         irp.status = status if type(status) is NtStatus else NtStatus(status)
     if information is not None:
-        if type(information) is not int or information < 0:
-            raise TypeError(f"information must be a non-negative int, got {information!r}")
         irp.information = information
     st = irp.status
     if st in _NEVER_FINAL or irp.cancel_routine is not None:
@@ -120,10 +133,23 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
                 irp=irp,
                 device=owner,
             )
-        result = routine(owner, irp, context)
+        try:
+            result = routine(owner, irp, context)
+        except BaseException as error:
+            _routine_raised(irp, index, error, routine, owner)
+            raise
+        if irp._index != index:
+            # The routine completed its own IRP (the walk above it has already run) or moved it.
+            if result == _SMPR:
+                return
+            _completed_inside_routine(irp, routine, owner)
         if result is not usual:  # STATUS_CONTINUE_COMPLETION itself needs no check
             if type(result) is not NtStatus and type(result) is not int:
-                _check_routine_result(routine, result)
+                try:
+                    _check_routine_result(routine, result)
+                except TypeError as error:
+                    _routine_raised(irp, index, error, routine, owner)
+                    raise
             if monitor is not None:
                 monitor.routine_ran(irp, owner, routine, result)
             if result == _SMPR:
@@ -135,12 +161,77 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     else:
         final_stage = irp._final_stage
         if final_stage is not None:
-            final_stage(irp)
+            try:
+                final_stage(irp)
+            except BaseException as error:
+                # A bug check of the final stage (the 5.8 rule, 0x312, ...) goes to the completer
+                # *and* to whoever waits: the waiter is woken now and raises it.
+                irp._final_error = error
+                _wake(irp)
+                raise
     waiter = irp._waiter
     if waiter is not None:
         waiter.set()
     if monitor is not None:
         monitor.completed(irp)
+
+
+def _wake(irp: Irp) -> None:
+    waiter = irp._waiter
+    if waiter is not None:
+        waiter.set()
+
+
+def _completed_twice(irp: Irp) -> None:
+    cause = irp.routine_error
+    note = ""
+    if cause is not None:
+        note = (
+            f"; airp had already completed it with STATUS_INTERNAL_ERROR because a routine raised"
+            f" {type(cause).__name__}: {cause}"
+        )
+    raise BugCheck(
+        BugCheckCode.MULTIPLE_IRP_COMPLETE_REQUESTS,
+        f"an IRP was completed twice: after complete_request the IRP belongs to the I/O manager{note}",
+        parameters=(irp, 0, 0, 0),
+        irp=irp,
+    )
+
+
+def _completed_inside_routine(irp: Irp, routine: object, owner: object) -> None:
+    raise BugCheck(
+        BugCheckCode.MULTIPLE_IRP_COMPLETE_REQUESTS,
+        f"completion routine {routine!r} completed its own IRP and then returned STATUS_CONTINUE_COMPLETION:"
+        " the walk it was called from would complete the IRP a second time. A routine that completes the"
+        " IRP itself must return STATUS_MORE_PROCESSING_REQUIRED",
+        parameters=(irp, 0, 0, 0),
+        irp=irp,
+        device=owner,
+        driver=getattr(owner, "driver", None),
+    )
+
+
+def _routine_raised(irp: Irp, index: int, error: BaseException, routine: object, owner: object) -> None:
+    """A completion routine raised: finish the walk without it, then let the error go on.
+
+    The IRP must still complete exactly once and wake whoever waits, so the walk goes on as if the
+    routine had returned STATUS_CONTINUE_COMPLETION after propagating the pending mark, with the
+    status STATUS_INTERNAL_ERROR (the routine's work is unknown); the completer then gets the
+    exception, and the requester an error whose cause it is (:attr:`Irp.routine_error`).
+    """
+    if irp._index != index or irp._index > irp.stack_count:
+        return  # the routine completed or moved the IRP itself before raising: it is not ours
+    irp.cancel_routine = None
+    irp.status = STATUS_INTERNAL_ERROR
+    irp.information = 0
+    if irp.routine_error is None:
+        irp.routine_error = error
+    if irp.pending_returned and index < irp.stack_count:
+        owner_loc = irp._stack[index]
+        if owner_loc is _UNUSED:
+            owner_loc = irp._stack[index] = StackLocation()
+        owner_loc.control |= 0x01
+    complete_request(irp)
 
 
 def _invoke(control: int, irp: Irp) -> bool:

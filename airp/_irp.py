@@ -77,6 +77,18 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
     return await_pending(irp)
 
 
+#: CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR: code that cannot run synchronously.
+_CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _bad_completion_routine(routine: object) -> NoReturn:
+    raise TypeError(
+        f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}"
+        " (completion routines run inside the synchronous completion walk and cannot await; hand slow"
+        " work to a task)"
+    )
+
+
 class IrpStateError(RuntimeError):
     """An IRP was used in a way its current state does not allow (no such stack location, ...).
 
@@ -262,6 +274,11 @@ class Irp:
     driver_context: Any = None
     #: The requester (task) the IRP is charged to, if any.
     owner: Any = None
+    #: The exception a routine raised while it held this IRP, if airp completed the IRP with
+    #: STATUS_INTERNAL_ERROR because of it (a dispatch, completion, cancel or queue routine).
+    routine_error: BaseException | None = None
+    #: An exception the final stage raised (a bug check): whoever awaits the IRP raises it.
+    _final_error: BaseException | None = None
     _trace_id: int = 0
 
     def __init__(self, stack_size: int) -> None:
@@ -434,14 +451,22 @@ class Irp:
         ``STATUS_MORE_PROCESSING_REQUIRED``.  A routine that does not stop the walk must propagate
         the pending mark: ``if irp.pending_returned: irp.mark_pending()`` (reference 5.4).
 
-        :raises TypeError: if *routine* is not callable.
+        :raises TypeError: if *routine* is not callable, or is a coroutine function (completion
+            routines run inside the synchronous walk and cannot await).
         :raises IrpStateError: if there is no next location.
         """
         index = self._index - 1
         if not 0 <= index < self.stack_count:
             raise IrpStateError(f"cannot set a completion routine: {self!r} has no next stack location")
-        if not callable(routine):
-            raise TypeError(f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}")
+        # A coroutine function would only be found out mid-walk, where it strands the IRP: refuse it
+        # here.  Functions and bound methods expose their code object; anything else takes the
+        # slower general test.
+        code = getattr(routine, "__code__", None)
+        if code is None:
+            if not callable(routine) or inspect.iscoroutinefunction(routine):
+                _bad_completion_routine(routine)
+        elif code.co_flags & _CO_ASYNC:
+            _bad_completion_routine(routine)
         loc = self._stack[index]
         if loc is _UNUSED:
             loc = self._stack[index] = StackLocation()
@@ -518,6 +543,8 @@ class Irp:
             status = self.status
             if type(status) is not NtStatus:
                 status = NtStatus(status)
+            if self._final_error is not None:
+                raise self._final_error
             return _new_tuple(IoStatus, (status, self.information))
         return (yield from _await_pending(self))
 

@@ -53,6 +53,8 @@ async def wait_for_irp(irp: Irp) -> IoStatus:
     """
     if irp._index <= irp.stack_count:
         return await _awaitable_pending(irp)
+    if irp._final_error is not None:
+        raise irp._final_error
     return _io_status(irp.status, irp.information)
 
 
@@ -71,6 +73,8 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
         # As _wait_cancelling: cancel the IRP, wait for it shielded and bounded, then re-raise.
         yield from wait_after_cancel(event, irp).__await__()
         raise
+    if irp._final_error is not None:
+        raise irp._final_error
     status = irp.status
     return _new_tuple(IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information))
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airp import (
+    STATUS_INTERNAL_ERROR,
     STATUS_BUFFER_OVERFLOW,
     STATUS_CANCELLED,
     STATUS_CONTINUE_COMPLETION,
@@ -525,12 +526,21 @@ def test_async_completion_routine_is_a_type_error_that_says_it_cannot_await() ->
     irp = Irp(2)
     descend(irp, make_device("a"))
     irp.copy_current_stack_location_to_next()
-    irp.set_completion_routine(completion)  # type: ignore[arg-type]
+    # Refused where it is set (issue 8.3): found out mid-walk, it would strand the IRP.
+    with pytest.raises(TypeError, match="cannot await"):
+        irp.set_completion_routine(completion)  # type: ignore[arg-type]
+    # Stored behind set_completion_routine's back, it is still caught in the walk, which then
+    # finishes without it.
+    loc = irp.next_stack_location
+    loc.completion_routine = completion  # type: ignore[assignment]
+    loc.control = 0xE0
     descend(irp, make_device("b"))
     caught: list[warnings.WarningMessage] = []
     message = complete_and_collect_warnings(irp, caught)
     assert "cannot await" in message
     assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []  # the coroutine was closed
+    assert irp.completed
+    assert irp.status == STATUS_INTERNAL_ERROR
 
 
 @pytest.mark.parametrize("garbage", [None, "continue", True, 1.5, object()])

@@ -355,7 +355,12 @@ def test_async_completion_routine_is_reported_the_same_with_tracing_on() -> None
     monitor = IrpMonitor()
     irp = monitor.watch(Irp(2))
     irp.set_next_stack_location()
-    irp.set_completion_routine(completion)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot await"):
+        irp.set_completion_routine(completion)  # type: ignore[arg-type]
+    # Stored by hand, past the check at set time, the walk still reports it.
+    loc = irp.next_stack_location
+    loc.completion_routine = completion  # type: ignore[assignment]
+    loc.control = 0xE0
     irp.set_next_stack_location()
     caught: list[warnings.WarningMessage] = []
     message = complete_and_collect_warnings(irp, caught)
