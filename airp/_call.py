@@ -9,9 +9,13 @@ event loop ever running.
 from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from ._codes import IrpMajor
+from ._completion import complete_request
 from ._device import DeviceObject
 from ._irp import _UNUSED, Irp, IrpStateError, StackLocation
-from ._status import NtStatus
+from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
+
+_DELETE_PENDING_MAJORS = frozenset((IrpMajor.CLEANUP, IrpMajor.CLOSE))
 
 __all__ = ["call_driver", "pass_down"]
 
@@ -26,13 +30,21 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
     touch the IRP unless it holds it through a completion routine that returns
     STATUS_MORE_PROCESSING_REQUIRED.
 
-    On cancellation: this call adds nothing; whatever the dispatch routine awaits decides.
-    Cancelling the requester while an IRP is pending is handled where the IRP is awaited.
+    A dispatch routine that raises while it still holds the IRP (at its location, not passed on,
+    not completed, not marked pending) has the IRP completed with STATUS_INTERNAL_ERROR (the
+    exception kept as :attr:`~airp.Irp.routine_error`), then the exception propagates to the
+    caller: nobody is left waiting for an IRP whose driver is gone.
+
+    On cancellation: this call adds nothing; whatever the dispatch routine awaits decides.  A
+    requester that goes through :class:`~airp.FileHandle` never cancels driver code: its
+    cancellation becomes :func:`~airp.cancel_irp` (see ``docs/cancellation.md``).  Code that calls
+    ``call_driver`` directly is driver code and owns its cancel scopes: a dispatch routine
+    cancelled by one while it still holds the IRP has it completed with STATUS_CANCELLED.
 
     :returns: the status returned by the dispatch routine.
     :raises BugCheck: 0x35 if the IRP has no stack location left; 0xC9 / 0x03 if *irp* is not an
-        IRP; 0xC9 / 0x04 or 0x204 if *device* is not a live device; 0xC9 / 0x203 if a cancel
-        routine is still set.
+        IRP; 0xC9 / 0x04 or 0x204 if *device* is not a live device (a deleted device still takes
+        IRP_MJ_CLEANUP and IRP_MJ_CLOSE); 0xC9 / 0x203 if a cancel routine is still set.
     :raises TypeError: if the dispatch routine returns something that is not a status.
     """
     if type(irp) is not Irp and not isinstance(irp, Irp):
@@ -63,16 +75,44 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
     routine = device.driver.major_function[loc.major]
     monitor = irp._monitor
     if monitor is None:
-        status = await routine(device, irp)
+        try:
+            status = await routine(device, irp)
+        except BaseException as error:
+            _dispatch_raised(irp, index, device, error)
+            raise
         if type(status) is not NtStatus:
             return _checked_status(status, device)
         return status
     monitor.dispatching(irp, device)
-    status = await routine(device, irp)
+    try:
+        status = await routine(device, irp)
+    except BaseException as error:
+        _dispatch_raised(irp, index, device, error)
+        raise
     if type(status) is not NtStatus:
         status = _checked_status(status, device)
     monitor.dispatched(irp, device, status)
     return status
+
+
+def _dispatch_raised(irp: Irp, index: int, device: DeviceObject, error: BaseException) -> None:
+    """A dispatch routine raised: complete its IRP if it still held it, so that nobody waits forever.
+
+    It still holds the IRP if the IRP is at the location it was given, not pended: not completed
+    (that moves it up), not passed on (down), not handed to a queue (marked pending; the queue will
+    finish it).  An IRP handed back by a lower driver's STATUS_MORE_PROCESSING_REQUIRED routine is
+    at that location again, so it is still held.  The status is STATUS_INTERNAL_ERROR, or
+    STATUS_CANCELLED when the routine was cancelled (its own scope, or a device being torn down).
+    """
+    if irp._index != index or irp._stack[index].control & 0x01:
+        return
+    irp.cancel_routine = None
+    if isinstance(error, Exception):
+        if irp.routine_error is None:
+            irp.routine_error = error
+        complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+    else:
+        complete_request(irp, STATUS_CANCELLED, 0)
 
 
 def _bad_location(irp: Irp, index: int, device: DeviceObject) -> None:
@@ -116,8 +156,14 @@ def _bad_device(device: object, irp: Irp) -> None:
             parameters=(VerifierCode.NULL_DEVICE_OBJECT, irp, 0, 0),
             irp=irp,
         )
-    if isinstance(device, DeviceObject) and not device.deleted:
-        return
+    if isinstance(device, DeviceObject):
+        if not device.deleted:
+            return
+        index = irp._index - 1
+        if 0 <= index < irp.stack_count and irp._stack[index].major in _DELETE_PENDING_MAJORS:
+            # IoDeleteDevice with handles still open leaves the device delete-pending: it still
+            # gets the CLEANUP and CLOSE of those handles (reference 8.3).
+            return
     raise BugCheck(
         BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
         f"call_driver was given {device!r}, which is not a live DeviceObject",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
@@ -10,14 +9,22 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._call import call_driver
+from ._cancel import cancel_irp
 from ._codes import DeviceFlags, IrpMajor
 from ._device import DeviceObject, delete_device, get_attached_device
 from ._driver import Driver
 from ._errors import NtStatusError
 from ._file import FileObject
 from ._irp import Irp
-from ._requester import cancel_and_wait, charge_to_current_task, get_cancel_wait_limit, is_disowned
+from ._requester import (
+    _disown,
+    call_driver_for_requester,
+    cancel_and_wait,
+    charge_to_current_task,
+    get_cancel_wait_limit,
+    is_disowned,
+    requester_deadline,
+)
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -25,7 +32,7 @@ from ._requests import (
     check_returned_status,
     count_result,
 )
-from ._status import STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
+from ._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
 from ._tracing import IrpMonitor
 
 __all__ = ["FileHandle", "IoManager"]
@@ -71,6 +78,8 @@ class IoManager:
         :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
         :raises TypeError: if *driver* is not a :class:`~airp.Driver` or *name* not a str.
         """
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"a device name is a non-empty str or None, got {type(name).__name__} {name!r}")
         if name is not None and name in self._names:
             raise NtStatusError(STATUS_OBJECT_NAME_COLLISION, f"a device named {name!r} already exists")
         if initializing:
@@ -149,12 +158,18 @@ class IoManager:
         await handle._simple(IrpMajor.CREATE)
         return handle
 
-    async def _send(self, request: Overlapped[Any], top: DeviceObject) -> Overlapped[Any]:
+    async def _send(
+        self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None, limit: float | None = None
+    ) -> Overlapped[Any]:
+        # The requester's boundary: from here down the drivers run shielded from its cancel scopes,
+        # whose deadline becomes cancel_irp (airp._requester.call_driver_for_requester).
+        if deadline is None:
+            deadline = await requester_deadline()
         irp = request.irp
         if self.monitor is not None:
             self.monitor.watch(irp)
         self._track(irp)
-        status = await call_driver(top, irp)
+        status = await call_driver_for_requester(top, irp, deadline=deadline, limit=limit)
         request.status_returned = status
         check_returned_status(irp, status, top)
         return request
@@ -176,13 +191,13 @@ class IoManager:
         files = (file_object,) if file_object is not None else tuple(self._files)
         return [irp for fo in files for irp in fo.requests if not irp.completed]
 
-    async def _after_cleanup(self, file_object: FileObject) -> int:
+    async def _after_cleanup(self, file_object: FileObject, limit: float | None = None) -> int:
         # Reference 6.5 makes completing the handle's IRPs the driver's job in IRP_MJ_CLEANUP.
         # What it left is cancelled here (as CancelIoEx on the handle would) and waited for,
         # shielded and bounded; an IRP still held past the cancel-wait limit is disowned and
         # reported with DriverCancelTimeoutWarning.
         left = [irp for irp in self.outstanding_requests(file_object) if not is_disowned(irp)]
-        return await cancel_and_wait(left)
+        return await cancel_and_wait(left, limit=limit)
 
 
 class _Opening:
@@ -234,18 +249,56 @@ class FileHandle:
     def _top(self) -> DeviceObject:
         if self.file_object.closed or self._closing:
             raise ValueError(f"{self.file_object!r} is closed")
-        return get_attached_device(self.file_object.device)
+        device = self.file_object.device
+        top = get_attached_device(device)
+        if device.deleted or top.deleted:
+            # IoDeleteDevice with this handle still open: the device is delete-pending.  It will
+            # still get this handle's CLEANUP and CLOSE, but no new I/O.
+            raise NtStatusError(
+                STATUS_DELETE_PENDING, f"{device!r} has been deleted; only closing {self.file_object!r} is left to do"
+            )
+        return top
 
-    async def _simple(self, major: IrpMajor) -> None:
+    def _build_simple(self, major: IrpMajor) -> tuple[Overlapped[int], DeviceObject]:
         top = get_attached_device(self.file_object.device)
         irp = Irp(top.stack_size)
         irp.file_object = self.file_object
         loc = irp._stack[irp.stack_count - 1]
         loc.major = major
         loc.file_object = self.file_object
-        request: Overlapped[int] = Overlapped(irp, None, count_result)
+        return Overlapped(irp, None, count_result), top
+
+    async def _simple(self, major: IrpMajor) -> None:
+        request, top = self._build_simple(major)
         await self.io._send(request, top)
         await request
+
+    async def _close_step(self, major: IrpMajor, deadline: float, limit: float) -> BaseException | None:
+        # One of close's requests, inside close's shield: sent with the close's deadline, waited for
+        # until then, and past it cancelled once and disowned, never waited for twice.  Returns
+        # what a driver routine raised (a failed status is ignored, as Windows ignores it).
+        request, top = self._build_simple(major)
+        irp = request.irp
+        try:
+            await self.io._send(request, top, deadline=deadline, limit=0)
+        except (NtStatusError, anyio.get_cancelled_exc_class()):
+            return None
+        except Exception as error:
+            return error
+        if not irp.completed:
+            with anyio.move_on_at(deadline):
+                waiter = irp._waiter
+                if waiter is None:
+                    waiter = irp._waiter = anyio.Event()
+                await waiter.wait()  # type: ignore[attr-defined]
+        if not irp.completed:
+            try:
+                cancel_irp(irp)
+            except Exception as error:
+                return error
+            if not irp.completed:
+                _disown(irp, limit)
+        return irp._final_error
 
     async def read_overlapped(self, length: int, *, offset: int = 0) -> Overlapped[bytes]:
         """Send a read of *length* bytes at *offset*; return once the dispatch routine returned."""
@@ -306,12 +359,15 @@ class FileHandle:
         holds, as cancelled (reference 6.5; ``IrpQueue.drain(file_object)`` does it for a
         cancel-safe queue).  Once CLEANUP has completed, any request of the handle still
         outstanding is cancelled with :func:`~airp.cancel_irp` (as ``CancelIoEx`` on the handle
-        would) and waited for, bounded by the cancel-wait limit; one that is still held past it is
-        disowned and reported with :class:`~airp.DriverCancelTimeoutWarning`.  So when ``close``
-        returns, every request of the handle has completed, or has been reported.
+        would) and waited for.  The whole close is bounded by one cancel-wait limit: a request
+        (CLEANUP, CLOSE or a leftover) still held when it runs out is cancelled and disowned, and
+        reported with :class:`~airp.DriverCancelTimeoutWarning`.  So when ``close`` returns,
+        every request of the handle has completed, or has been reported.
 
         A driver that fails either request does not keep the handle open; its status is ignored,
-        as Windows ignores it.
+        as Windows ignores it.  A CLEANUP or CLOSE routine that raises does not either: every step
+        still runs, the handle is closed, and then the first exception propagates.  A handle whose
+        device was deleted meanwhile (delete-pending) still sends its CLEANUP and CLOSE there.
 
         On cancellation: closing is not interruptible (``CloseHandle``): the whole close runs
         shielded, each of its waits bounded by the cancel-wait limit, and the cancellation is
@@ -321,20 +377,32 @@ class FileHandle:
             return
         self._closing = True
         file_object = self.file_object
+        errors: list[BaseException] = []
         try:
             with anyio.CancelScope(shield=True):
+                # One budget for the whole close: a CLEANUP that never completes costs one
+                # cancel-wait limit, not one per step.
                 limit = get_cancel_wait_limit()
-                for major in (IrpMajor.CLEANUP, IrpMajor.CLOSE):
-                    # Windows closes the handle whatever the driver answers.
-                    with contextlib.suppress(NtStatusError), anyio.move_on_after(limit):
-                        await self._simple(major)
-                    if major == IrpMajor.CLEANUP:
-                        await self.io._after_cleanup(file_object)
+                deadline = anyio.current_time() + limit
+                # Windows closes the handle whatever the driver answers, and whatever its routine
+                # does: every step runs even if the one before it raised.
+                error = await self._close_step(IrpMajor.CLEANUP, deadline, limit)
+                if error is not None:
+                    errors.append(error)
+                try:
+                    await self.io._after_cleanup(file_object, max(0.0, deadline - anyio.current_time()))
+                except Exception as raised:
+                    errors.append(raised)
+                error = await self._close_step(IrpMajor.CLOSE, deadline, limit)
+                if error is not None:
+                    errors.append(error)
         finally:
             file_object.closed = True
             if not self.io.outstanding_requests(file_object):
                 self.io._files.pop(file_object, None)
         await anyio.lowlevel.checkpoint_if_cancelled()
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> FileHandle:
         return self

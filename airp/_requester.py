@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from ._call import call_driver
 from ._cancel import cancel_irp
 from ._errors import NtStatusError
 from ._irp import Irp
-from ._status import STATUS_DRIVER_CANCEL_TIMEOUT
+from ._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
+from ._timers import Timer, call_at
 
 if TYPE_CHECKING:
     from ._device import DeviceObject
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CANCEL_WAIT_LIMIT",
+    "call_driver_for_requester",
+    "requester_deadline",
     "DriverCancelTimeoutError",
     "DriverCancelTimeoutWarning",
     "TaskIo",
@@ -210,12 +214,19 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
     :param limit: seconds to wait at most; ``None`` uses the run's :func:`get_cancel_wait_limit`.
     :returns: True if the IRP came back, False if the limit expired and the IRP was disowned (a
         :class:`DriverCancelTimeoutWarning` is emitted).
+    :raises Exception: what the IRP's cancel routine raised, once the IRP is back.
     """
     if event.is_set():
         return True
     back = False
+    error: Exception | None = None
     with anyio.CancelScope(shield=True):
-        cancel_irp(irp)
+        try:
+            cancel_irp(irp)
+        except Exception as raised:
+            # The cancel routine raised; cancel_irp has completed the IRP.  The requester gets the
+            # exception once the IRP is back, instead of its cancellation.
+            error = raised
         if not event.is_set():
             if limit is None:
                 limit = _state().cancel_wait_limit
@@ -224,7 +235,126 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
         back = event.is_set()
         if not back:
             _disown(irp, math.inf if limit is None else limit)
+    if error is not None:
+        raise error
     return back
+
+
+# -- the requester's boundary: its cancellation never interrupts driver code -----------------------
+
+
+async def requester_deadline() -> float:
+    """The requester's effective deadline; a requester already cancelled gets its cancellation now.
+
+    Called before a request is built into the requester's lists, so that a cancelled requester
+    leaves nothing behind.
+    """
+    deadline = anyio.current_effective_deadline()
+    if deadline == -math.inf:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    return deadline
+
+
+class _DeadlineWatch:
+    """Turns the requester's deadline into ``cancel_irp`` while the dispatch chain runs shielded.
+
+    Armed only when the requester has a finite deadline; costs one timer, no task.  At the
+    deadline it cancels the IRP (the chain goes on: a driver waiting for the IRP to come back sees
+    it come back cancelled).  If the chain still has not returned one cancel-wait limit later, the
+    driver ignores the cancel: the shield is cancelled, interrupting the driver code as the last
+    resort, and the IRP is disowned.
+    """
+
+    __slots__ = ("_timer", "deadline", "error", "fired", "irp", "limit", "released", "scope")
+
+    def __init__(self, irp: Irp, scope: anyio.CancelScope, deadline: float, limit: float) -> None:
+        self.irp = irp
+        self.scope = scope
+        self.deadline = deadline
+        self.limit = limit
+        self.fired = False
+        self.released = False
+        self.error: BaseException | None = None
+        self._timer: Timer = call_at(deadline, self._expired)
+
+    def _expired(self) -> None:
+        self.fired = True
+        try:
+            cancel_irp(self.irp)
+        except Exception as error:  # a cancel routine raised: the requester gets it (and the IRP is done)
+            self.error = error
+        if self.limit == math.inf:
+            return
+        self._timer = call_at(self.deadline + self.limit, self._give_up)
+
+    def _give_up(self) -> None:
+        self.released = True
+        self.scope.cancel()
+
+    def disarm(self) -> None:
+        self._timer.cancel()
+
+
+async def call_driver_for_requester(
+    device: DeviceObject, irp: Irp, *, deadline: float | None = None, limit: float | None = None
+) -> NtStatus:
+    """``call_driver`` on behalf of a requester: its cancellation never interrupts driver code.
+
+    In Windows a thread's interruption never aborts a dispatch routine running on it; it becomes
+    ``IoCancelIrp`` on the thread's IRPs (reference 6.6).  Here the dispatch chain runs on the
+    requester's task inside a shielded cancel scope, so no cancellation of the requester reaches
+    the drivers' awaits.  If the requester has a deadline (``move_on_after``, ``fail_after``, a
+    test's timeout ...), the IRP is cancelled with :func:`~airp.cancel_irp` when it passes, and the
+    chain runs on; once it returns, the requester gets its cancellation back.  A chain that is
+    still running one cancel-wait limit after the cancel is interrupted, and the IRP disowned and
+    reported (:class:`DriverCancelTimeoutWarning`).
+
+    A requester cancelled explicitly (``scope.cancel()``, its task group failing) while the chain
+    is suspended is not seen until the chain returns: anyio gives code under a shield no way to
+    notice an outer cancellation.  A request whose dispatch routine returns STATUS_PENDING (a queue,
+    a StartIo lane) is then cancelled as soon as the requester awaits it.
+
+    :param deadline: when to cancel the IRP, on :func:`anyio.current_time`'s clock; ``None`` for
+        the requester's effective deadline (then an already cancelled requester sends nothing and
+        gets its cancellation at once).
+    :param limit: seconds between the cancel and giving up on the chain; ``None`` for the run's
+        cancel-wait limit.
+    :returns: what the top dispatch routine returned.
+    :raises BugCheck: as :func:`~airp.call_driver`.
+    :raises DriverCancelTimeoutError: if the chain had to be interrupted and the requester's scope
+        turned out not to be cancelled after all (its deadline was moved).
+
+    On cancellation: an already cancelled requester sends nothing and gets its cancellation at
+    once.  A deadline that passes during the chain cancels the IRP; the call then returns, or
+    raises the cancellation if the IRP has already completed (its status would only say
+    "cancelled").  A request still pending is cancelled and waited for where it is awaited.
+    """
+    if deadline is None:
+        deadline = await requester_deadline()
+    if deadline == math.inf:
+        with anyio.CancelScope(shield=True):
+            return await call_driver(device, irp)
+    if limit is None:
+        limit = _state().cancel_wait_limit
+    status: NtStatus | None = None
+    with anyio.CancelScope(shield=True) as scope:
+        watch = _DeadlineWatch(irp, scope, deadline, limit)
+        try:
+            status = await call_driver(device, irp)
+        finally:
+            watch.disarm()
+    if watch.released:
+        # The chain ignored the cancel for a whole limit and was interrupted.
+        if not irp.completed:
+            _disown(irp, limit)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        raise DriverCancelTimeoutError(irp, holding_device(irp), limit)
+    if watch.error is not None:
+        raise watch.error
+    if watch.fired and irp.completed:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    assert status is not None
+    return status
 
 
 # -- the task as the thread (reference 6.6) ------------------------------------------------------
@@ -319,14 +449,20 @@ async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int
     I/O manager built), not IRPs handed back to a driver with STATUS_MORE_PROCESSING_REQUIRED.
 
     :returns: how many IRPs were cancelled.
+    :raises Exception: the first exception a cancel routine raised, after every IRP was cancelled
+        and waited for.
     """
     irps = [irp for irp in irps if not irp.completed]
     if not irps:
         return 0
+    error: Exception | None = None
     with anyio.CancelScope(shield=True):
         for irp in irps:
             if not irp.completed:
-                cancel_irp(irp)
+                try:
+                    cancel_irp(irp)
+                except Exception as raised:  # cancel_irp completed that IRP; cancel the others first
+                    error = error or raised
         if limit is None:
             limit = _state().cancel_wait_limit
         with anyio.move_on_after(limit):
@@ -339,6 +475,8 @@ async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int
         for irp in irps:
             if not irp.completed:
                 _disown(irp, limit)
+    if error is not None:
+        raise error
     return len(irps)
 
 

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airp import (
-    STATUS_INTERNAL_ERROR,
     STATUS_BUFFER_OVERFLOW,
     STATUS_CANCELLED,
     STATUS_CONTINUE_COMPLETION,
     STATUS_DEVICE_NOT_READY,
+    STATUS_INTERNAL_ERROR,
     STATUS_MORE_PROCESSING_REQUIRED,
     STATUS_PENDING,
     STATUS_SUCCESS,
