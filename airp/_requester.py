@@ -75,16 +75,25 @@ class DriverCancelTimeoutWarning(RuntimeWarning):
     :ivar limit: the cancel-wait limit in seconds that expired.
     """
 
-    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
+    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float, *, interrupted: bool = False) -> None:
         self.irp = irp
         self.device = device
         self.limit = limit
+        #: True if a dispatch routine still running on the requester's task was interrupted.
+        self.interrupted = interrupted
         driver = device.driver if device is not None else None
         holder = f"{device!r} (driver {driver!r})" if device is not None else "its creator"
+        if interrupted:
+            outcome = (
+                "Its dispatch chain was still running on the requester's task and has been interrupted;"
+                " the IRP was completed with STATUS_CANCELLED if the routine still held it, else disowned."
+            )
+        else:
+            outcome = "The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT)."
         super().__init__(
             f"{irp!r} was cancelled but not completed within {limit:g} s: it is held by {holder}, whose"
-            " driver ignores cancellation. The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT); give"
-            " the driver a cancel routine or a cancel-safe queue, or complete held IRPs in IRP_MJ_CLEANUP."
+            f" driver ignores cancellation. {outcome} Give the driver a cancel routine or a cancel-safe"
+            " queue, or complete held IRPs in IRP_MJ_CLEANUP."
         )
 
 
@@ -178,7 +187,7 @@ def holding_device(irp: Irp) -> DeviceObject | None:
     return None
 
 
-def _disown(irp: Irp, limit: float) -> DeviceObject | None:
+def _disown(irp: Irp, limit: float, *, interrupted: bool = False) -> DeviceObject | None:
     """``IopDisassociateThreadIrp``: stop waiting for *irp*; report the device holding it."""
     device = holding_device(irp)
     owner = irp.owner
@@ -186,7 +195,7 @@ def _disown(irp: Irp, limit: float) -> DeviceObject | None:
     if isinstance(owner, TaskIo):
         owner._irps.pop(irp, None)
     _state().disowned.add(irp)
-    warnings.warn(DriverCancelTimeoutWarning(irp, device, limit), stacklevel=_caller_stacklevel())
+    warnings.warn(DriverCancelTimeoutWarning(irp, device, limit, interrupted=interrupted), stacklevel=_caller_stacklevel())
     return device
 
 
@@ -345,8 +354,13 @@ async def call_driver_for_requester(
             watch.disarm()
     if watch.released:
         # The chain ignored the cancel for a whole limit and was interrupted.
-        if not irp.completed:
-            _disown(irp, limit)
+        holder = holding_device(irp) or device
+        if irp.completed:
+            warnings.warn(
+                DriverCancelTimeoutWarning(irp, holder, limit, interrupted=True), stacklevel=_caller_stacklevel()
+            )
+        else:
+            _disown(irp, limit, interrupted=True)
         await anyio.lowlevel.checkpoint_if_cancelled()
         raise DriverCancelTimeoutError(irp, holding_device(irp), limit)
     if watch.error is not None:

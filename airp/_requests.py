@@ -97,7 +97,9 @@ class Overlapped(Generic[T]):
         """The result of a completed request.
 
         :raises NtStatusError: if the final status is not success (warnings included; their data
-            was still copied back and is in the error's ``data``).
+            was still copied back and is in the error's ``data``).  If a driver routine raised and
+            airp completed the request with STATUS_INTERNAL_ERROR, that exception is the cause.
+        :raises BugCheck: the bug check the request's final stage raised (0x312, the 5.8 rule).
         :raises RuntimeError: if the request has not completed yet.
         """
         irp = self.irp
@@ -106,10 +108,13 @@ class Overlapped(Generic[T]):
         status = irp.status
         if nt_success(status):
             return self._result(self)
+        if irp._final_error is not None:
+            raise irp._final_error
         data = None
         if not nt_error(status) and self._output is not None:
             data = bytes(self._output[: irp.information])
-        raise NtStatusError(status, f"{_describe(irp)} failed", information=irp.information, data=data)
+        # A routine that raised is why the request failed (STATUS_INTERNAL_ERROR): say so.
+        raise NtStatusError(status, f"{_describe(irp)} failed", information=irp.information, data=data) from irp.routine_error
 
     def __await__(self) -> Generator[Any, None, T]:
         yield from self.irp.__await__()
