@@ -6,7 +6,7 @@ on asyncio and trio, on the virtual clock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -33,7 +33,7 @@ from airp import (
 from airp.testing import VirtualClock
 
 
-class Boom(Exception):
+class BoomError(Exception):
     """What the broken routines in these tests raise."""
 
 
@@ -60,7 +60,7 @@ class Bottom(airp.Driver):
     def cancel(self, device: DeviceObject | None, irp: Irp) -> None:
         self.held.remove(irp)
         if self.raise_in_cancel:
-            raise Boom("cancel routine")
+            raise BoomError("cancel routine")
         complete_request(irp, STATUS_CANCELLED, 0)
 
     def finish(self, status: int = STATUS_SUCCESS, information: int = 0) -> None:
@@ -104,7 +104,7 @@ def stack(*uppers: airp.Driver) -> tuple[airp.IoManager, Bottom]:
 @pytest.mark.anyio
 async def test_a_timeout_cancels_the_irp_and_the_filter_still_finishes_it(virtual_clock: VirtualClock) -> None:
     upper = ForwardAndWaitFilter()
-    io, bottom = stack(upper)
+    io, _bottom = stack(upper)
     async with io.open("\\Device\\Disk") as handle:
         with anyio.move_on_after(0.1) as scope:
             await handle.read(1)
@@ -185,9 +185,11 @@ async def test_a_dispatch_routine_that_ignores_the_cancel_is_interrupted_after_t
         assert scope.cancelled_caught
         assert virtual_clock.now() == pytest.approx(11)
         warning = caught[0].message
-        assert isinstance(warning, DriverCancelTimeoutWarning) and warning.interrupted
+        assert isinstance(warning, DriverCancelTimeoutWarning)
+        assert warning.interrupted
         # The routine still held the IRP when it was interrupted: airp completed it as cancelled.
-        assert warning.irp.completed and warning.irp.status == STATUS_CANCELLED
+        assert warning.irp.completed
+        assert warning.irp.status == STATUS_CANCELLED
         assert io.outstanding_requests() == []
 
 
@@ -215,12 +217,12 @@ async def test_a_raising_dispatch_routine_completes_its_irp(virtual_clock: Virtu
 
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
-            raise Boom("dispatch")
+            raise BoomError("dispatch")
 
     io = airp.IoManager()
     io.create_device(Broken(), "\\Device\\Broken")
     async with io.open("\\Device\\Broken") as handle:
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             await handle.read(1)
         assert io.outstanding_requests() == []
     assert virtual_clock.now() == 0  # close did not wait for a stranded IRP
@@ -229,7 +231,7 @@ async def test_a_raising_dispatch_routine_completes_its_irp(virtual_clock: Virtu
 @pytest.mark.anyio
 async def test_a_raising_completion_routine_still_wakes_the_requester(virtual_clock: VirtualClock) -> None:
     def broken_routine(device: DeviceObject | None, irp: Irp, context: Any) -> int:
-        raise Boom("completion routine")
+        raise BoomError("completion routine")
 
     class Forwarder(airp.Driver):
         pass_through = True
@@ -244,13 +246,13 @@ async def test_a_raising_completion_routine_still_wakes_the_requester(virtual_cl
     io, bottom = stack(Forwarder())
     async with io.open("\\Device\\Disk") as handle:
         request = await handle.read_overlapped(1)
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             bottom.finish(STATUS_SUCCESS, 1)  # the completer gets the routine's exception
         assert request.irp.completed
         with pytest.raises(NtStatusError) as caught:
             await request  # and the requester is not left waiting
         assert caught.value.status == STATUS_INTERNAL_ERROR
-        assert isinstance(caught.value.__cause__, Boom)
+        assert isinstance(caught.value.__cause__, BoomError)
         assert io.outstanding_requests() == []
 
 
@@ -261,7 +263,7 @@ async def test_a_raising_cancel_routine_completes_the_irp_and_the_requester_wait
     io, bottom = stack()
     bottom.raise_in_cancel = True
     async with io.open("\\Device\\Disk") as handle:
-        with pytest.raises(Boom), anyio.move_on_after(1):
+        with pytest.raises(BoomError), anyio.move_on_after(1):
             await handle.read(1)
         assert virtual_clock.now() == pytest.approx(1)
         assert io.outstanding_requests() == []
@@ -295,7 +297,7 @@ async def test_a_raising_cleanup_routine_does_not_skip_the_rest_of_close(virtual
 
         @airp.dispatch(IrpMajor.CLEANUP)
         async def on_cleanup(self, device: DeviceObject, irp: Irp) -> int:
-            raise Boom("cleanup")
+            raise BoomError("cleanup")
 
         @airp.dispatch(IrpMajor.CLOSE)
         async def on_close(self, device: DeviceObject, irp: Irp) -> int:
@@ -307,11 +309,12 @@ async def test_a_raising_cleanup_routine_does_not_skip_the_rest_of_close(virtual
     io, _ = make_io(driver)
     handle = await io.open("\\Device\\Test")
     pended = await handle.read_overlapped(4)
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         await handle.close()
     assert handle.file_object.closed
     assert driver.closes == 1
-    assert pended.irp.completed and pended.irp.status == STATUS_CANCELLED  # leftovers were cancelled
+    assert pended.irp.completed
+    assert pended.irp.status == STATUS_CANCELLED
     assert io.outstanding_requests() == []
 
 
@@ -320,7 +323,7 @@ async def test_a_cleanup_that_never_completes_costs_one_limit(virtual_clock: Vir
     airp.set_cancel_wait_limit(30)
 
     class Forgetful(HeldReads):
-        held_cleanup: list[Irp] = []
+        held_cleanup: ClassVar[list[Irp]] = []
 
         @airp.dispatch(IrpMajor.CLEANUP)
         async def on_cleanup(self, device: DeviceObject, irp: Irp) -> int:
