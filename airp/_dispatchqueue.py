@@ -42,7 +42,6 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from ._bugcheck import BugCheck
-from ._cancel import cancel_irp
 from ._codes import StackControl
 from ._completion import complete_request
 from ._device import DeviceObject
@@ -51,6 +50,8 @@ from ._irp import CancelRoutine, Irp, IrpStateError
 from ._startio import (
     DeviceState,
     RoutineFailure,
+    _Hold,
+    _KeepFirst,
     _QueueBase,
     device_tasks,
 )
@@ -255,7 +256,25 @@ class Request:
         self._cancel_taken = True
         self._canceled = True
         if callback is not None:
-            callback(self)
+            try:
+                callback(self)
+            except BaseException as error:
+                self._callback_raised(error)
+                raise
+
+    def _callback_raised(self, error: BaseException) -> None:
+        # EvtRequestCancel raised.  Its cancel routine has been taken, so nothing else will finish
+        # the request: unless it completed it before raising, complete it with
+        # STATUS_INTERNAL_ERROR and free its slot (a sequential queue goes on, a purge's waiters
+        # are told), then let the exception reach whoever cancelled (cancel_irp's caller, purge).
+        irp = self.irp
+        if self._state != _DELIVERED or irp._index != self._level:
+            return
+        irp.cancel_routine = None
+        if irp.routine_error is None:
+            irp.routine_error = error
+        complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+        self.queue._release(self)
 
 
 class _Waiter:
@@ -595,7 +614,10 @@ class IoQueue(_QueueBase):
 
     def _release(self, request: Request) -> None:
         request._state = _GONE
-        self.tasks._requests.pop(request.irp, None)
+        tasks = self.tasks
+        tasks._requests.pop(request.irp, None)
+        if tasks._settling is not None:
+            tasks._let_go()  # the device's exit is waiting for the requests the driver holds
         outstanding = self._outstanding
         if request in outstanding:
             del outstanding[request]
@@ -771,17 +793,32 @@ class IoQueue(_QueueBase):
         self._closing = True
         self._accepting = False
         self._dispatching = False
+        idle = self._idle
+        while idle:
+            idle.popleft().set()
+        keep = _KeepFirst()
         waiting = self._waiting
         while waiting:
             irp = waiting.popleft()
             irp.cancel_routine = None
             self._forget(irp)
-            complete_request(irp, status, 0)
-        for request in tuple(self._outstanding):
-            if not request.irp.completed:
-                cancel_irp(request.irp)
-        idle = self._idle
-        while idle:
-            idle.popleft().set()
-        self._check_waiters()
+            with keep:
+                complete_request(irp, status, 0)
+        for hold in self._holds():
+            if not hold.irp.completed:
+                with keep:
+                    self.tasks._cancel_held(hold.queue, hold.irp)
+        with keep:
+            self._check_waiters()
+        keep.raise_first()
+
+    def _holds(self) -> list[_Hold]:
+        """The requests the driver owns through this queue: presented, retrieved, or handed to
+        ``on_canceled_on_queue``, and still at the driver's location (or passed below it)."""
+        label = self.name or f"IoQueue {self.dispatch.value}"
+        return [
+            _Hold(label, entry.irp, entry._level, entry)
+            for entry in self.tasks._requests.values()
+            if type(entry) is Request and entry.queue is self and entry._state == _DELIVERED and entry.irp._index <= entry._level
+        ]
 

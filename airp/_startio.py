@@ -16,7 +16,11 @@ every queue the device declares (its system StartIo queue, named :class:`StartIo
 :class:`~airp.IoQueue` dispatch queues), including queues declared later.  Leaving the block removes
 the device (see :meth:`DeviceTasks.remove`): the queues stop accepting, queued IRPs complete with
 ``removal_status`` (STATUS_NO_SUCH_DEVICE), IRPs being processed are cancelled with
-:func:`~airp.cancel_irp`, and the block ends only when every worker has finished.
+:func:`~airp.cancel_irp`, and the block ends only when every worker has finished and every IRP the
+driver still holds outside its routines (a KMDF request a handler kept, a StartIo IRP left to be
+completed elsewhere) has been cancelled and given up, or disowned after the cancel-wait limit.
+Cancelling the block from outside begins the removal at once, so that queued IRPs never wait for
+the block's body.
 
 When the next packet starts
 ---------------------------
@@ -48,6 +52,7 @@ from __future__ import annotations
 import enum
 import inspect
 import math
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,6 +67,7 @@ from ._completion import complete_request
 from ._device import DeviceObject
 from ._devqueue import DeviceQueue, DeviceQueueError, _check_key
 from ._irp import CancelRoutine, Irp
+from ._requester import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
 from ._status import (
     STATUS_CANCELLED,
     STATUS_DEVICE_NOT_READY,
@@ -91,8 +97,6 @@ __all__ = [
     "start_next_packet_by_key",
     "start_packet",
 ]
-
-#: The status an IRP completes with when the routine that held it raised (0xC00000E5).
 
 #: ``async def routine(device, irp) -> None``: a StartIo routine.  It owns *irp* while it runs: it
 #: completes it, passes it on, or (with ``start_next_on_return=False``) hands it to whatever will.
@@ -152,6 +156,36 @@ class DeviceRoutineError(Exception):
         )
 
 
+class _KeepFirst:
+    """``with keep:`` around each step of a loop that must run to its end, then ``keep.raise_first()``.
+
+    A removal completes or cancels many IRPs, and each completion can run an upper driver's
+    completion routine and each cancel a cancel routine.  One of them raising must not leave the
+    IRPs after it in the loop behind: the step's exception (an :class:`Exception`, bug checks
+    included) is kept, the loop goes on, and the first one kept is raised at the end.  Anything
+    else (a cancellation, KeyboardInterrupt) propagates at once.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        if self.error is None:
+            self.error = exc
+        return True
+
+    def raise_first(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class _QueueBase:
     """What a device's task group needs of each of its queues."""
 
@@ -163,6 +197,32 @@ class _QueueBase:
     def _device_removing(self, status: NtStatus) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _holds(self) -> list[_Hold]:  # pragma: no cover - abstract
+        """The IRPs the driver still holds through this queue once its workers have ended."""
+        raise NotImplementedError
+
+
+class _Hold:
+    """An IRP a driver still holds when its device's workers have ended, and how to tell it let go.
+
+    The driver has let go once the IRP has left its location upwards (completed, or handed back
+    past it by the completion walk) or, for a KMDF request, once the queue has been told it is
+    finished.  An IRP the driver passed down from outside a routine is still held (below), as the
+    remove lock of reference 8.1 still counts it.
+    """
+
+    __slots__ = ("irp", "level", "queue", "request")
+
+    def __init__(self, queue: str | None, irp: Irp, level: int, request: Request | None = None) -> None:
+        self.queue = queue
+        self.irp = irp
+        self.level = level
+        self.request = request
+
+    def settled(self) -> bool:
+        request = self.request
+        return self.irp._index > self.level or (request is not None and not request.owned)
+
 
 class DeviceTasks:
     """A device's task group: where the workers of all its queues run.
@@ -170,8 +230,12 @@ class DeviceTasks:
     Get it with :func:`run_device` (to run the device) or :func:`device_tasks` (to look at it).
     Entering it (``async with``) starts the workers of every queue declared so far; queues declared
     while it runs start their workers at once.  Leaving it removes the device: see :meth:`remove`
-    for what happens to IRPs, then the exit waits until every worker has finished.  A device runs
-    once: a removed device cannot be run again.
+    for what happens to IRPs, then the exit waits until every worker has finished, and then for
+    the IRPs the driver still holds outside its routines (cancelled, and waited for, shielded, for
+    at most the run's cancel-wait limit; one still held past it is disowned with a
+    :class:`~airp.DriverCancelTimeoutWarning`).  :attr:`state` becomes REMOVED only then.  If the
+    task group is cancelled from outside, the removal begins at once.  A device runs once: a
+    removed device cannot be run again.
 
     :ivar device: the device.
     :ivar removal_status: what queued IRPs and late arrivals complete with on removal
@@ -187,6 +251,7 @@ class DeviceTasks:
         "_all_done",
         "_queues",
         "_requests",
+        "_settling",
         "_state",
         "_system",
         "_tg",
@@ -219,6 +284,8 @@ class DeviceTasks:
         # IRPs alive in this device's dispatch queues: their Request once one exists, else the
         # queue holding them (duplicate detection).
         self._requests: dict[Irp, Request | IoQueue] = {}
+        # Set while the exit waits for the IRPs the driver still holds: whatever lets one go sets it.
+        self._settling: anyio.Event | None = None
 
     @property
     def state(self) -> DeviceState:
@@ -251,6 +318,7 @@ class DeviceTasks:
         await tg.__aenter__()
         self._tg = tg
         self._state = DeviceState.RUNNING
+        tg.start_soon(self._watch_for_cancellation, name=f"airp removal watch for {self.device!r}")
         for queue in self._queues:
             queue._device_started()
         return self
@@ -276,23 +344,17 @@ class DeviceTasks:
         tg.cancel_scope.cancel()
         try:
             if failure is not None:
-                if not await tg.__aexit__(type(failure), failure, failure.__traceback__):
+                if not await _exit_unwrapped(tg, type(failure), failure, failure.__traceback__):
                     raise failure
                 suppressed: bool | None = False
             else:
-                try:
-                    suppressed = await tg.__aexit__(exc_type, exc, tb)
-                except BaseException as group:
-                    # Workers never raise ordinary exceptions, so a group holding only the
-                    # block's own exception is just anyio's wrapping: let that exception through
-                    # as it was, as if the task group were not there.
-                    leaves = getattr(group, "exceptions", None)
-                    if exc is not None and leaves is not None and len(leaves) == 1 and leaves[0] is exc:
-                        raise exc from exc.__cause__
-                    raise
+                suppressed = await _exit_unwrapped(tg, exc_type, exc, tb)
         finally:
-            self._state = DeviceState.REMOVED
             self._tg = None
+            try:
+                await self._settle()
+            finally:
+                self._state = DeviceState.REMOVED
         if self.failures and self.on_error is None and exc_type is None:
             raise DeviceRoutineError(tuple(self.failures)) from self.failures[0].error
         return suppressed
@@ -305,17 +367,121 @@ class DeviceTasks:
         waiting in a queue complete with :attr:`removal_status` (their cancel routines disarmed
         first).  IRPs a routine is processing are cancelled with :func:`~airp.cancel_irp`, which
         runs their cancel routine if one is armed and sets the sticky ``irp.cancel`` flag the
-        routine can check; the routine still finishes them.  Workers end once idle.
+        routine can check; the routine still finishes them.  So are IRPs the driver holds outside
+        its routines (a KMDF request a handler kept, a StartIo IRP left to be completed
+        elsewhere), which the end of the block then waits for.  Workers end once idle.
+
+        Every queue and every IRP is dealt with even if completing or cancelling one raises (an
+        upper driver's completion routine); the first such exception is raised at the end.  A
+        cancel routine of this driver that raises is reported as a :class:`RoutineFailure`
+        instead, its IRP completed with STATUS_INTERNAL_ERROR.
 
         :raises RuntimeError: if the device has not been started.
+        :raises Exception: the first exception an upper completion routine raised, once every IRP
+            has been dealt with.
         """
         if self._state is DeviceState.CREATED:
             raise RuntimeError(f"{self.device!r} is not running: nothing to remove")
         if self._state is not DeviceState.RUNNING:
             return
         self._state = DeviceState.REMOVING
+        keep = _KeepFirst()
         for queue in self._queues:
-            queue._device_removing(self.removal_status)
+            with keep:
+                queue._device_removing(self.removal_status)
+        keep.raise_first()
+
+    async def _watch_for_cancellation(self) -> None:
+        """Begin the removal as soon as the device's task group is cancelled from outside.
+
+        The task group is cancelled when the ``run_device`` block is (a ``move_on_after`` around
+        it, its task cancelled) or when a worker crashed.  Without this the removal would only
+        begin when the block's body has unwound, and a body that awaits an IRP still queued here
+        (a requester in a task group inside the block) would wait out its cancel-wait limit for
+        an IRP that only the removal completes: it would be waiting for itself.  Not counted in
+        :attr:`workers`; it ends when the exit cancels the task group, the removal already begun.
+        """
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            if self._state is DeviceState.RUNNING:
+                self.remove()
+            raise
+
+    async def _settle(self) -> None:
+        """Cancel the IRPs the driver still holds once its workers have ended, and wait for them.
+
+        What a driver holds outside its routines (a KMDF request a handler kept, a StartIo IRP
+        left to be completed elsewhere) is cancelled with :func:`~airp.cancel_irp` (a request's
+        ``mark_cancelable`` callback runs), then waited for, shielded, for at most the run's
+        cancel-wait limit: ``IoReleaseRemoveLockAndWait``, bounded as a requester's wait after a
+        cancel is.  One still held past the limit is disowned: the device stops waiting for it and
+        a :class:`~airp.DriverCancelTimeoutWarning` names the device that holds it.  The request
+        stays the driver's: completing it later still works, with nobody waiting.
+
+        A cancel routine that raises here is reported as a :class:`RoutineFailure`; its IRP has
+        been completed with STATUS_INTERNAL_ERROR by :func:`~airp.cancel_irp`.
+        """
+        holds = [hold for queue in self._queues for hold in queue._holds()]
+        if not holds:
+            return
+        with anyio.CancelScope(shield=True):
+            for hold in holds:
+                if not hold.settled():
+                    self._cancel_held(hold.queue, hold.irp)
+            holds = [hold for hold in holds if not hold.settled()]
+            if not holds:
+                return
+            limit = get_cancel_wait_limit()
+            with anyio.move_on_after(limit):
+                async with anyio.create_task_group() as watchers:
+                    for hold in holds:
+                        watchers.start_soon(self._watch_completion, hold.irp)
+                    while holds:
+                        # Nothing runs between the check and the wait, so no wake-up is missed.
+                        event = self._settling = anyio.Event()
+                        await event.wait()
+                        holds = [hold for hold in holds if not hold.settled()]
+                    watchers.cancel_scope.cancel()
+            self._settling = None
+            for hold in holds:
+                if not hold.settled():
+                    irp = hold.irp
+                    warnings.warn(
+                        DriverCancelTimeoutWarning(irp, holding_device(irp), limit), stacklevel=_caller_stacklevel()
+                    )
+
+    def _cancel_held(self, queue: str | None, irp: Irp) -> None:
+        """Cancel an IRP the driver holds, on removal; a cancel routine that raises is reported.
+
+        The removal, not a caller, runs the cancel routine here, so its failure goes where the
+        failures of queue routines go (``on_error``, or :class:`DeviceRoutineError`), with the
+        IRP already completed with STATUS_INTERNAL_ERROR.  A bug check propagates.
+        """
+        try:
+            cancel_irp(irp)
+        except Exception as error:
+            if isinstance(error, BugCheck):
+                raise
+            status = STATUS_INTERNAL_ERROR if irp.routine_error is error else None
+            self._report(RoutineFailure(self.device, queue, irp, error, status))
+
+    async def _watch_completion(self, irp: Irp) -> None:
+        # A held IRP that the driver completes to the top wakes its waiter; one handed back to an
+        # upper driver's STATUS_MORE_PROCESSING_REQUIRED routine does not, and a KMDF request's
+        # Request.complete wakes the settle directly (IoQueue._release).
+        if not irp.completed:
+            waiter: anyio.Event | None = irp._waiter  # type: ignore[assignment]
+            if waiter is None:
+                waiter = irp._waiter = anyio.Event()
+            await waiter.wait()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Something the driver held has been let go: wake the exit if it is waiting for that."""
+        event = self._settling
+        if event is not None:
+            event.set()
 
     # -- for the queues ----------------------------------------------------------------------------
 
@@ -386,7 +552,8 @@ def run_device(
     """Run *device*: ``async with airp.run_device(device): ...``.
 
     Opens the device's task group (:class:`DeviceTasks`), starts the workers of its queues, and on
-    leaving the block removes the device and waits for the workers to finish.
+    leaving the block removes the device, waits for the workers to finish, then cancels and waits
+    for the IRPs the driver still holds outside its routines (see :class:`DeviceTasks`).
 
     :param removal_status: what queued IRPs and late arrivals complete with when the device is
         removed.  Default STATUS_NO_SUCH_DEVICE: what Microsoft's WDM samples (toaster, pcidrv)
@@ -394,14 +561,19 @@ def run_device(
         removed device's new requests with.  STATUS_DELETE_PENDING is the remove lock's answer,
         and STATUS_CANCELLED would read as "your request was cancelled", which nobody asked for.
     :param grace: seconds to wait, on leaving the block, for routines to finish the IRPs they
-        hold before cancelling them; ``None`` (default) waits as long as it takes.
+        hold before cancelling them; ``None`` (default) waits as long as it takes.  IRPs the driver
+        holds outside any routine are waited for afterwards, bounded by the run's cancel-wait
+        limit (:func:`~airp.get_cancel_wait_limit`) rather than by *grace*.
     :param on_error: called with each :class:`RoutineFailure` (a routine raised) as it happens.
         Without it, failures are raised as a :class:`DeviceRoutineError` when the block ends.
     :returns: the device's :class:`DeviceTasks`, to be entered with ``async with``.
     :raises RuntimeError: (on entering) if the device has already run.
 
-    On cancellation: if the block is cancelled, the workers are cancelled too; a routine
-    cancelled in the middle of an IRP has that IRP completed with the removal status.
+    On cancellation: if the block is cancelled, the removal begins at once (queued IRPs complete
+    with the removal status without waiting for the block's body to unwind) and the workers are
+    cancelled too; a routine cancelled in the middle of an IRP has that IRP completed with the
+    removal status.  The exit then still waits, shielded and bounded by the cancel-wait limit,
+    for the IRPs the driver holds outside its routines, and the cancellation propagates after.
     """
     tasks = device_tasks(device)
     if tasks._state is not DeviceState.CREATED:
@@ -457,6 +629,7 @@ class StartIoQueue(_QueueBase):
     __slots__ = (
         "_cancel",
         "_closing",
+        "_current_level",
         "_deferred_next",
         "_in_start_io",
         "_ready",
@@ -502,6 +675,7 @@ class StartIoQueue(_QueueBase):
         self.non_cancelable = non_cancelable
         #: ``CurrentIrp``: the IRP taken to be started last, until the next start-next.
         self.current_irp: Irp | None = None
+        self._current_level = 0  # the current IRP's location at this device, when it became current
         #: How many IRPs the routine has been called for.
         self.started = 0
         self.queue: DeviceQueue[Irp] = DeviceQueue()
@@ -605,6 +779,8 @@ class StartIoQueue(_QueueBase):
 
     def _set_current(self, irp: Irp | None) -> None:
         self.current_irp = irp
+        if irp is not None:
+            self._current_level = irp._index
         if self._system:
             self.device.current_irp = irp
 
@@ -638,20 +814,33 @@ class StartIoQueue(_QueueBase):
 
     def _device_removing(self, status: NtStatus) -> None:
         self._closing = True
+        self._wake()
+        keep = _KeepFirst()
         queue = self.queue
         for irp in tuple(queue):
             queue.remove_entry(irp)
-            _fail(irp, status)
+            with keep:
+                _fail(irp, status)
         ready = self._ready
         while ready:
             irp = ready.popleft()
             if irp is self.current_irp:
                 self._set_current(None)
-            _fail(irp, status)
-        running = self._running
-        if running is not None and not running.completed:
-            cancel_irp(running)
-        self._wake()
+            with keep:
+                _fail(irp, status)
+        # The IRP the routine is processing, or the one it returned without finishing (left to be
+        # completed elsewhere): the driver still has it, so it is asked to give it up.
+        held = self._running or self.current_irp
+        if held is not None and not held.completed:
+            with keep:
+                self.tasks._cancel_held(self.name, held)
+        keep.raise_first()
+
+    def _holds(self) -> list[_Hold]:
+        irp = self.current_irp
+        if irp is None or irp is self._running or irp._index > self._current_level:
+            return []
+        return [_Hold(self.name, irp, self._current_level)]
 
     async def _work(self) -> None:
         ready = self._ready
@@ -700,6 +889,24 @@ class StartIoQueue(_QueueBase):
                 self._next(*deferred)
         elif start_next and self.current_irp is irp and self.queue.busy:
             self._next(None, True)
+
+
+async def _exit_unwrapped(
+    tg: anyio.abc.TaskGroup, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+) -> bool | None:
+    """Leave the device's task group, raising *exc* itself rather than a group holding only it.
+
+    Workers never raise ordinary exceptions, so a group holding only the block's own exception
+    (or the removal's) is just anyio's wrapping: that exception goes through as it was, as if the
+    task group were not there.
+    """
+    try:
+        return await tg.__aexit__(exc_type, exc, tb)
+    except BaseException as group:
+        leaves = getattr(group, "exceptions", None)
+        if exc is not None and leaves is not None and len(leaves) == 1 and leaves[0] is exc:
+            raise exc from exc.__cause__
+        raise
 
 
 def _fail(irp: Irp, status: NtStatus) -> None:

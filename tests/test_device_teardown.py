@@ -15,6 +15,7 @@ import airp
 from airp import (
     STATUS_CANCELLED,
     STATUS_DELETE_PENDING,
+    STATUS_INTERNAL_ERROR,
     STATUS_NO_SUCH_DEVICE,
     STATUS_PENDING,
     STATUS_SUCCESS,
@@ -278,6 +279,297 @@ async def test_cancelable_delivered_request_is_cancelled_on_removal(virtual_cloc
             await wait_until_quiet()
             assert not first.done  # held by the driver, cancelable
         assert cancelled == [pytest.approx(4)]
+        assert first.irp.status == STATUS_CANCELLED
+        assert second.irp.status == STATUS_NO_SUCH_DEVICE
+
+
+# -- cancelling the block from outside ------------------------------------------------------------
+
+
+async def requesters_inside(
+    handle: airp.FileHandle, send: list[str], released: dict[int, float], sent: list[airp.Overlapped[Any]]
+) -> None:
+    """One requester task per entry of *send*, each awaiting its request; records when it is released."""
+
+    async def one(n: int, kind: str) -> None:
+        if kind == "read":
+            request: airp.Overlapped[Any] = await handle.read_overlapped(0, offset=n)
+        elif kind == "write":
+            request = await handle.write_overlapped(b"", offset=n)
+        else:
+            request = await handle.device_control_overlapped(0x222003)
+        sent.append(request)
+        try:
+            await request
+        finally:
+            released[n] = anyio.current_time()
+
+    async with anyio.create_task_group() as tg:
+        for n, kind in enumerate(send):
+            tg.start_soon(one, n, kind)
+
+
+@pytest.mark.parametrize("kind", ["read", "write", "ioctl"])
+async def test_cancelling_the_block_completes_queued_irps_at_once(virtual_clock: VirtualClock, kind: str) -> None:
+    # The requesters run inside the block, so the block's body is waiting for them: the removal
+    # must begin when the task group is cancelled, not when the body has unwound.
+    airp.set_cancel_wait_limit(3)
+    io, device, driver = make(duration=10)
+    released: dict[int, float] = {}
+    sent: list[airp.Overlapped[Any]] = []
+    async with io.open("\\Device\\All") as handle:
+        with anyio.move_on_after(0.3) as scope:
+            async with airp.run_device(device) as tasks:
+                await requesters_inside(handle, [kind, kind, kind], released, sent)
+        assert scope.cancelled_caught
+        assert released == {n: pytest.approx(0.3) for n in range(3)}
+        # The one in progress completes with the removal status; a queued one with the removal
+        # status too, or with STATUS_CANCELLED if its requester's cancel ran its cancel routine
+        # first (which of the two cancellations runs first is the backend's choice).
+        assert all(r.irp.status in {STATUS_NO_SUCH_DEVICE, STATUS_CANCELLED} for r in sent)
+        assert STATUS_NO_SUCH_DEVICE in {r.irp.status for r in sent}
+        assert tasks.state is DeviceState.REMOVED
+    assert driver.finished == []
+
+
+def make_manual() -> tuple[airp.IoManager, DeviceObject, Everything]:
+    """As :func:`make`, with a manual dispatch queue: nothing ever takes its requests."""
+    driver = Everything()
+    io = airp.IoManager()
+    device = io.create_device(driver, "\\Device\\All")
+    device.extension = {"lane": StartIoQueue(device, "write", driver.lane), "queue": IoQueue(device, dispatch="manual")}
+    return io, device, driver
+
+
+async def test_cancelling_the_block_reaches_a_queue_without_workers(virtual_clock: VirtualClock) -> None:
+    # A manual queue has no worker at all: the device's own watch begins the removal.
+    airp.set_cancel_wait_limit(3)
+    io, device, _driver = make_manual()
+    released: dict[int, float] = {}
+    sent: list[airp.Overlapped[Any]] = []
+    async with io.open("\\Device\\All") as handle:
+        with anyio.move_on_after(0.3):
+            async with airp.run_device(device):
+                await requesters_inside(handle, ["ioctl", "ioctl"], released, sent)
+    assert released == {0: pytest.approx(0.3), 1: pytest.approx(0.3)}
+    assert all(r.irp.status in {STATUS_NO_SUCH_DEVICE, STATUS_CANCELLED} for r in sent)
+
+
+async def test_a_removal_goes_on_past_an_upper_routine_that_raises(virtual_clock: VirtualClock) -> None:
+    # Every queued IRP completes, even when completing the first one runs an upper driver's
+    # completion routine that raises; the first exception comes out of the block afterwards.
+    class Touchy(airp.Driver):
+        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
+        async def create_close(self, device: DeviceObject, irp: Irp) -> int:
+            complete_request(irp, STATUS_SUCCESS, 0)
+            return STATUS_SUCCESS
+
+        @airp.dispatch(IrpMajor.DEVICE_CONTROL)
+        async def ioctl(self, device: DeviceObject, irp: Irp) -> int:
+            irp.copy_current_stack_location_to_next()
+            irp.set_completion_routine(self.done)
+            return await airp.call_driver(device.lower_device, irp)
+
+        def done(self, device: DeviceObject | None, irp: Irp, context: object) -> int:
+            if irp.pending_returned:
+                irp.mark_pending()
+            raise LookupError("upper routine")
+
+    io, device, _driver = make_manual()
+    top = io.create_device(Touchy(), "\\Device\\Top")
+    airp.attach_device(top, device)
+    async with io.open("\\Device\\Top") as handle:
+        sent: list[airp.Overlapped[Any]] = []
+        with pytest.raises(LookupError, match="upper routine"):
+            async with airp.run_device(device):
+                sent = [await handle.device_control_overlapped(0x222003) for _ in range(3)]
+        assert all(r.done for r in sent)
+
+
+# -- requests the driver still holds when the block ends -----------------------------------------
+
+
+class Keeper(Everything):
+    """A queue handler that keeps every request (to complete it later) instead of completing it."""
+
+    def __init__(self, cancelable: bool = False) -> None:
+        super().__init__()
+        self.kept: list[Request] = []
+        self.cancelable = cancelable
+
+    async def handler(self, queue: IoQueue, request: Request) -> None:
+        self.kept.append(request)
+        if self.cancelable:
+            request.mark_cancelable(lambda request: request.complete(STATUS_CANCELLED, 0))
+
+
+def make_keeper(**options: Any) -> tuple[airp.IoManager, DeviceObject, Keeper]:
+    driver = Keeper(**options)
+    io = airp.IoManager()
+    device = io.create_device(driver, "\\Device\\All")
+    device.extension = {"lane": StartIoQueue(device, "write", driver.lane), "queue": IoQueue(device, driver.handler)}
+    return io, device, driver
+
+
+async def test_the_block_waits_for_a_request_the_driver_kept(virtual_clock: VirtualClock) -> None:
+    io, device, driver = make_keeper()
+    seen: list[tuple[float, DeviceState]] = []
+
+    async def finish_later(tasks: airp.DeviceTasks) -> None:
+        await anyio.sleep(5)
+        seen.append((anyio.current_time(), tasks.state))
+        driver.kept[0].complete(STATUS_SUCCESS, 0)
+
+    async with io.open("\\Device\\All") as handle, anyio.create_task_group() as tg:
+        async with airp.run_device(device) as tasks:
+            request = await handle.device_control_overlapped(0x222003)
+            await wait_until_quiet()
+            assert driver.kept
+            tg.start_soon(finish_later, tasks)
+        # The block ended only once the driver had let the request go; until then the device was
+        # still being removed, not removed.
+        assert anyio.current_time() == pytest.approx(5)
+        assert seen == [(pytest.approx(5), DeviceState.REMOVING)]
+        assert tasks.state is DeviceState.REMOVED
+        assert request.irp.status == STATUS_SUCCESS
+        assert request.irp.cancel  # it was asked to give the request up
+
+
+async def test_a_kept_cancelable_request_is_cancelled_when_the_block_ends(virtual_clock: VirtualClock) -> None:
+    io, device, driver = make_keeper(cancelable=True)
+    async with io.open("\\Device\\All") as handle:
+        async with airp.run_device(device) as tasks:
+            request = await handle.device_control_overlapped(0x222003)
+            await anyio.sleep(1)
+            tasks.remove()  # removal begun early: the request is cancelled now
+            assert request.irp.status == STATUS_CANCELLED
+            late = await handle.device_control_overlapped(0x222003)
+        assert anyio.current_time() == pytest.approx(1)
+        assert late.irp.status == STATUS_NO_SUCH_DEVICE
+        assert len(driver.kept) == 1
+
+
+async def test_a_kept_request_past_the_cancel_wait_limit_is_disowned(virtual_clock: VirtualClock) -> None:
+    airp.set_cancel_wait_limit(7)
+    io, device, driver = make_keeper()
+
+    async def run(handle: airp.FileHandle) -> tuple[airp.DeviceTasks, airp.Overlapped[Any]]:
+        async with airp.run_device(device) as tasks:
+            request = await handle.device_control_overlapped(0x222003)
+            await anyio.sleep(1)
+        return tasks, request
+
+    async with io.open("\\Device\\All") as handle:
+        with pytest.warns(airp.DriverCancelTimeoutWarning) as caught:
+            tasks, request = await run(handle)
+        assert anyio.current_time() == pytest.approx(1 + 7)
+        assert tasks.state is DeviceState.REMOVED
+        (warning,) = [w.message for w in caught]
+        assert isinstance(warning, airp.DriverCancelTimeoutWarning)
+        assert warning.irp is request.irp
+        assert warning.device is device
+        assert warning.limit == 7
+        # Disowned by the device, still the driver's: completing it later works, once.
+        assert not request.done
+        driver.kept[0].complete(STATUS_CANCELLED, 0)
+        assert request.irp.status == STATUS_CANCELLED
+
+
+async def test_a_cancelled_block_still_waits_shielded_for_a_kept_request(virtual_clock: VirtualClock) -> None:
+    io, device, driver = make_keeper()
+
+    async def finish_later() -> None:
+        await anyio.sleep(4)
+        driver.kept[0].complete(STATUS_SUCCESS, 0)
+
+    async with io.open("\\Device\\All") as handle, anyio.create_task_group() as tg:
+        with anyio.move_on_after(1) as scope:
+            async with airp.run_device(device) as tasks:
+                request = await handle.device_control_overlapped(0x222003)
+                tg.start_soon(finish_later)
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert anyio.current_time() == pytest.approx(4)
+        assert tasks.state is DeviceState.REMOVED
+        assert request.irp.status == STATUS_SUCCESS
+
+
+async def test_a_kept_request_completed_with_complete_request_is_let_go(virtual_clock: VirtualClock) -> None:
+    # Completing the IRP itself (rather than through Request.complete) still wakes the exit.
+    io, device, driver = make_keeper()
+
+    async def finish_later() -> None:
+        await anyio.sleep(2)
+        complete_request(driver.kept[0].irp, STATUS_SUCCESS, 0)
+
+    async with io.open("\\Device\\All") as handle, anyio.create_task_group() as tg:
+        async with airp.run_device(device):
+            request = await handle.device_control_overlapped(0x222003)
+            await wait_until_quiet()
+            tg.start_soon(finish_later)
+        assert anyio.current_time() == pytest.approx(2)
+        assert request.irp.status == STATUS_SUCCESS
+
+
+async def test_a_kept_requests_raising_cancel_callback_is_reported(virtual_clock: VirtualClock) -> None:
+    failures: list[airp.RoutineFailure] = []
+
+    class Raising(Keeper):
+        async def handler(self, queue: IoQueue, request: Request) -> None:
+            self.kept.append(request)
+
+            def on_cancel(request: Request) -> None:
+                raise KeyError("cancel callback")
+
+            request.mark_cancelable(on_cancel)
+
+    driver = Raising()
+    io = airp.IoManager()
+    device = io.create_device(driver, "\\Device\\All")
+    device.extension = {"lane": StartIoQueue(device, "write", driver.lane), "queue": IoQueue(device, driver.handler)}
+    async with io.open("\\Device\\All") as handle:
+        async with airp.run_device(device, on_error=failures.append):
+            request = await handle.device_control_overlapped(0x222003)
+            await wait_until_quiet()
+        assert anyio.current_time() == 0
+        assert request.irp.status == STATUS_INTERNAL_ERROR
+        assert [type(f.error) for f in failures] == [KeyError]
+        assert failures[0].irp is request.irp
+        assert failures[0].status == STATUS_INTERNAL_ERROR
+        assert not driver.kept[0].owned
+
+
+async def test_a_start_io_irp_left_to_be_completed_elsewhere_is_cancelled_and_waited_for(
+    virtual_clock: VirtualClock,
+) -> None:
+    # A lane whose routine returns with its IRP still held (start_next_on_return=False): on
+    # removal the IRP is cancelled, and the block waits for whoever completes it.
+    held: list[Irp] = []
+    cancelled = anyio.Event()
+
+    class Elsewhere(Everything):
+        async def lane(self, device: DeviceObject, irp: Irp) -> None:
+            held.append(irp)  # the "hardware" completes it
+            irp.set_cancel_routine(lambda device, irp: cancelled.set())
+
+    driver = Elsewhere()
+    io = airp.IoManager()
+    device = io.create_device(driver, "\\Device\\All")
+    lane = StartIoQueue(device, "write", driver.lane, start_next_on_return=False)
+    device.extension = {"lane": lane, "queue": IoQueue(device, driver.handler)}
+
+    async def completer() -> None:
+        await cancelled.wait()
+        await anyio.sleep(1)  # the hardware takes a second to give it up
+        complete_request(held[0], STATUS_CANCELLED, 0)
+
+    async with io.open("\\Device\\All") as handle, anyio.create_task_group() as tg:
+        tg.start_soon(completer)
+        async with airp.run_device(device):
+            first = await handle.write_overlapped(b"")
+            second = await handle.write_overlapped(b"")
+            await anyio.sleep(0.5)
+        assert anyio.current_time() == pytest.approx(1.5)
         assert first.irp.status == STATUS_CANCELLED
         assert second.irp.status == STATUS_NO_SUCH_DEVICE
 
