@@ -263,10 +263,11 @@ class Request:
                 raise
 
     def _callback_raised(self, error: BaseException) -> None:
-        # EvtRequestCancel raised.  Its cancel routine has been taken, so nothing else will finish
-        # the request: unless it completed it before raising, complete it with
-        # STATUS_INTERNAL_ERROR and free its slot (a sequential queue goes on, a purge's waiters
-        # are told), then let the exception reach whoever cancelled (cancel_irp's caller, purge).
+        # EvtRequestCancel or EvtIoCanceledOnQueue raised.  The request was being handed to it to
+        # be completed, so nothing else will finish it: unless the callback completed it before
+        # raising, complete it with STATUS_INTERNAL_ERROR and free its slot (a sequential queue
+        # goes on, a purge's waiters are told); the caller then lets the exception reach whoever
+        # cancelled (cancel_irp's caller, the purge's caller).
         irp = self.irp
         if self._state != _DELIVERED or irp._index != self._level:
             return
@@ -502,7 +503,11 @@ class IoQueue(_QueueBase):
             request = self._request_for(irp)
             request._state = _DELIVERED
             request._canceled = True
-            callback(self, request)
+            try:
+                callback(self, request)
+            except BaseException as error:
+                request._callback_raised(error)
+                raise
             return
         self._forget(irp)
         complete_request(irp, STATUS_CANCELLED, 0)
@@ -704,23 +709,25 @@ class IoQueue(_QueueBase):
         callback called.
 
         :param callback: called once no delivered request is outstanding.
+        :raises Exception: the first exception a driver callback raised; every request has still
+            been dealt with (that one completed with STATUS_INTERNAL_ERROR unless the callback had
+            completed it) and *callback* registered.
         """
         self._accepting = False
         self._dispatching = False
         self._state = QueueState.PURGED
-        self._purge()
-        self._add_waiter(False, callback)
+        self._purge(callback)
 
     def stop_and_purge(self, callback: Callable[[IoQueue], object] | None = None) -> None:
         """``WdfIoQueueStopAndPurge``: as :meth:`purge`, but new requests are accepted and held.
 
         :param callback: called once no delivered request is outstanding.
+        :raises Exception: as :meth:`purge`.
         """
         self._accepting = True
         self._dispatching = False
         self._state = QueueState.STOPPED_PURGED
-        self._purge()
-        self._add_waiter(False, callback)
+        self._purge(callback)
 
     async def stop_synchronously(self) -> None:
         """``WdfIoQueueStopSynchronously``: :meth:`stop`, then wait for the delivered requests.
@@ -755,17 +762,30 @@ class IoQueue(_QueueBase):
         operation(lambda queue: event.set())
         await event.wait()
 
-    def _purge(self) -> None:
+    def _purge(self, callback: Callable[[IoQueue], object] | None) -> None:
+        """Cancel what is queued and the cancelable delivered requests, then add *callback*.
+
+        Every request is dealt with, and *callback* registered, even if a driver callback
+        (``on_canceled_on_queue``, a request's cancel callback) raises: its request has been
+        completed with STATUS_INTERNAL_ERROR, and the first exception is raised at the end, to the
+        caller of the purge.
+        """
+        keep = _KeepFirst()
         waiting = self._waiting
         while waiting:
             irp = waiting.popleft()
             irp.cancel_routine = None
-            self._canceled_on_queue(irp)
+            with keep:
+                self._canceled_on_queue(irp)
         for request in tuple(self._outstanding):
             irp = request.irp
             if request._cancel_callback is not None and irp.cancel_routine is not None:
                 irp.cancel_routine = None
-                request._run_cancel_callback()
+                with keep:
+                    request._run_cancel_callback()
+        with keep:
+            self._add_waiter(False, callback)
+        keep.raise_first()
 
     def _add_waiter(self, drain: bool, callback: Callable[[IoQueue], object] | None) -> None:
         if callback is not None:

@@ -686,3 +686,42 @@ def test_queue_construction_errors() -> None:
 
     with pytest.raises(TypeError, match="plain function"):
         IoQueue(s.device, handler, ready_notify=bad_callback)
+
+
+async def test_a_raising_cancel_callback_does_not_stall_a_purge(virtual_clock: VirtualClock) -> None:
+    s = Setup()
+
+    async def handler(queue: IoQueue, request: Request) -> None:
+        def on_cancel(request: Request) -> None:
+            raise KeyError("cancel callback")
+
+        assert request.mark_cancelable(on_cancel) == STATUS_SUCCESS
+
+    q = s.queue = IoQueue(s.device, handler)
+    async with airp.run_device(s.device), s.io.open("\\Device\\Q") as handle:
+        requests = [await handle.read_overlapped(0, offset=n) for n in range(2)]
+        await wait_until_quiet()
+        purged: list[IoQueue] = []
+        with pytest.raises(KeyError, match="cancel callback"):
+            q.purge(purged.append)  # the purge's caller hears about it ...
+        # ... and no request is left behind: the delivered one completed with INTERNAL_ERROR, its
+        # slot freed, so the purge's callback has run.
+        assert [r.irp.status for r in requests] == [STATUS_INTERNAL_ERROR, STATUS_CANCELLED]
+        assert purged == [q]
+        assert q.outstanding == 0
+
+
+async def test_a_raising_on_canceled_on_queue_completes_the_request(virtual_clock: VirtualClock) -> None:
+    s = Setup()
+
+    def canceled_on_queue(queue: IoQueue, request: Request) -> None:
+        raise KeyError("on_canceled_on_queue")
+
+    q = s.queue = IoQueue(s.device, dispatch="manual", on_canceled_on_queue=canceled_on_queue)
+    async with airp.run_device(s.device) as tasks, s.io.open("\\Device\\Q") as handle:
+        request = await handle.read_overlapped(0)
+        with pytest.raises(KeyError, match="on_canceled_on_queue"):
+            airp.cancel_irp(request.irp)
+        assert request.irp.status == STATUS_INTERNAL_ERROR
+        assert q.waiting == 0
+        assert tasks.state is airp.DeviceState.RUNNING
