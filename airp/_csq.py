@@ -7,6 +7,14 @@ are still the Windows ones step for step (``IoCsqInsertIrp``, ``IoCsqRemoveNextI
 ``IoCsqRemoveIrp``, the internal cancel routine), including the branches for a cancel routine that
 has been taken but has not yet run, so that a queue built on the hook methods stays correct when a
 cancel routine is taken by someone else between two queue operations.
+
+A storage callback that raises never loses an IRP.  Once an IRP has left the queue on its way to
+someone (the canceller, the caller of a remove, an insert that found it cancelled) and the
+callback raised before that someone got it, the queue completes it with STATUS_INTERNAL_ERROR
+(keeping the exception as :attr:`~airp.Irp.routine_error`) unless the callback had completed it
+already, and then the exception propagates to the caller of the queue operation or of
+:func:`~airp.cancel_irp`.  See :meth:`CancelSafeQueue.complete_canceled_irp` for why the status is
+not STATUS_CANCELLED.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 from ._cancel import cancel_irp
 from ._completion import complete_request
 from ._irp import CancelRoutine, Irp, IrpStateError
-from ._status import STATUS_CANCELLED, STATUS_PENDING, NtStatus, nt_success
+from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, NtStatus, nt_success
 
 __all__ = [
     "CancelSafeQueue",
@@ -115,6 +123,13 @@ class CancelSafeQueue:
     object).  None of the callbacks may await: they run inside :func:`~airp.cancel_irp` and inside
     the queue operations.  ``AcquireLock`` / ``ReleaseLock`` have no counterpart: on the event loop's
     thread, a queue operation that does not await cannot be interleaved with another one.
+
+    A callback that raises: ``insert_irp`` leaves the IRP with the dispatch routine that offered it
+    (not queued, not pended); ``peek_next_irp`` has taken nothing; ``remove_irp`` and
+    ``complete_canceled_irp`` raise with the IRP already out of the queue, so the queue completes
+    it with STATUS_INTERNAL_ERROR unless the callback completed it, and the exception propagates.
+    A storage whose ``remove_irp`` raised may still list the IRP: it is skipped from then on (it
+    has no cancel routine), but the storage is the driver's to repair.
     """
 
     def __init__(
@@ -155,7 +170,17 @@ class CancelSafeQueue:
         raise NotImplementedError(f"{type(self).__name__} has no peek_next_irp callback")
 
     def complete_canceled_irp(self, irp: Irp) -> None:
-        """Complete a cancelled IRP: STATUS_CANCELLED with no information, by default."""
+        """Complete a cancelled IRP: STATUS_CANCELLED with no information, by default.
+
+        If an override raises without completing the IRP, the queue completes it with
+        STATUS_INTERNAL_ERROR, not STATUS_CANCELLED, and the exception propagates to whoever
+        cancelled.  That is often not the requester awaiting the IRP (a timeout, ``CancelIo``, a
+        cleanup, a device removal), so the IRP's status is the only place the requester can learn
+        that the driver failed; STATUS_CANCELLED would pass a driver bug off as an ordinary
+        cancellation, and would guess at a status the callback may not have meant (it may have
+        been about to complete with STATUS_DEVICE_REMOVED, say).  It is also what every other
+        raising routine's IRP completes with, so there is one rule to learn.
+        """
         complete_request(irp, STATUS_CANCELLED, 0)
 
     # -- the queue operations -----------------------------------------------------------------------
@@ -175,11 +200,20 @@ class CancelSafeQueue:
         (Departure: ReactOS marks the IRP pending before asking; airp marks it after, which no other
         code can observe since nothing runs in between, so a refused IRP is not left marked.)
 
+        If ``insert_irp`` raises, the IRP is treated as refused: it is not queued, not marked
+        pending and has no cancel routine, *context* is free again, and the exception propagates
+        to the dispatch routine, which still holds the IRP (a dispatch routine that lets the
+        exception escape has it completed with STATUS_INTERNAL_ERROR by :func:`~airp.call_driver`).
+        If the IRP was already cancelled and ``remove_irp`` or ``complete_canceled_irp`` raises,
+        the IRP is completed with STATUS_INTERNAL_ERROR unless the callback completed it, and the
+        exception propagates.
+
         :param context: a :class:`CsqIrpContext` to fill in, for :meth:`remove` of this very IRP.
         :param insert_context: passed to ``insert_irp``.
         :returns: STATUS_PENDING, or ``insert_irp``'s error status.
         :raises IrpStateError: if the IRP has no current stack location (never sent, or completed),
             already has a cancel routine (it is queued somewhere), or *context* is in use.
+        :raises Exception: whatever a callback raised, as above.
         """
         if irp._index >= irp.stack_count:
             raise IrpStateError(f"cannot queue {irp!r}: only an IRP a driver has received (with a current stack location) can be pended")
@@ -195,18 +229,19 @@ class CancelSafeQueue:
             context.irp = irp
             context.queue = self
             self._contexts[irp] = context
-        status = self.insert_irp(irp, insert_context)
+        try:
+            status = self.insert_irp(irp, insert_context)
+        except BaseException:
+            self._release_context(irp, context)
+            raise
         if status is not None and not nt_success(status):
-            if context is not None:
-                del self._contexts[irp]
-                context.irp = None
+            self._release_context(irp, context)
             return NtStatus(status)
         irp.mark_pending()
         irp.set_cancel_routine(self._cancel_routine)
         if irp.cancel and irp.set_cancel_routine(None) is not None:
             # Cancelled before it was armed and we took the routine back: the queue completes it.
-            self._unlink(irp)
-            self.complete_canceled_irp(irp)
+            self._complete_canceled(irp)
         return STATUS_PENDING
 
     def remove_next(self, peek_context: Any = None) -> Irp | None:
@@ -219,13 +254,16 @@ class CancelSafeQueue:
         :param peek_context: given to ``peek_next_irp`` (for :class:`IrpQueue`: a file object, or
             ``None`` for any IRP).
         :returns: the IRP, or ``None`` if none matches.
+        :raises Exception: whatever ``peek_next_irp`` raised (nothing was taken), or
+            ``remove_irp`` raised (the IRP it was unlinking was completed with
+            STATUS_INTERNAL_ERROR, since the caller never got it).
         """
         irp = self.peek_next_irp(None, peek_context)
         while irp is not None:
             if irp.set_cancel_routine(None) is None:
                 irp = self.peek_next_irp(irp, peek_context)
                 continue
-            self._unlink(irp)
+            self._take_out(irp)
             break
         return irp
 
@@ -235,13 +273,15 @@ class CancelSafeQueue:
         :returns: the IRP, now the caller's to complete; ``None`` if it was already removed or
             cancelled (or its cancel is in flight, in which case the queue's cancel routine will
             complete it).
+        :raises Exception: whatever ``remove_irp`` raised; the IRP was then completed with
+            STATUS_INTERNAL_ERROR, since the caller never got it.
         """
         irp = context.irp
         if irp is None:
             return None
         if irp.set_cancel_routine(None) is None:
             return None
-        self._unlink(irp)
+        self._take_out(irp)
         return irp
 
     def drain(self, peek_context: Any = None, status: int = STATUS_CANCELLED) -> int:
@@ -251,6 +291,9 @@ class CancelSafeQueue:
         cancelled), also usable at device removal with ``peek_context=None``.
 
         :returns: how many IRPs were completed.
+        :raises Exception: what a callback raised (see :meth:`remove_next`), or what an upper
+            driver's completion routine raised while one was completed (the walk still finished
+            it).  The drain stops there; the IRPs not reached yet stay queued and cancelable.
         """
         count = 0
         while (irp := self.remove_next(peek_context)) is not None:
@@ -264,18 +307,35 @@ class CancelSafeQueue:
         Unlike :meth:`drain` this goes through the cancel protocol (sets each IRP's cancel flag and
         runs the queue's cancel routine, so ``complete_canceled_irp`` decides the status).
 
+        Every IRP is cancelled even if cancelling one raises (a raising callback, whose IRP is
+        then completed with STATUS_INTERNAL_ERROR); the first exception is raised at the end.
+
         :returns: how many IRPs were cancelled.
+        :raises Exception: the first exception a cancel raised, once all have been cancelled.
         """
         victims: list[Irp] = []
         irp = self.peek_next_irp(None, peek_context)
         while irp is not None:
             victims.append(irp)
             irp = self.peek_next_irp(irp, peek_context)
+        first: Exception | None = None
         for irp in victims:
-            cancel_irp(irp)
+            try:
+                cancel_irp(irp)
+            except Exception as error:
+                if first is None:
+                    first = error
+        if first is not None:
+            raise first
         return len(victims)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _release_context(self, irp: Irp, context: CsqIrpContext | None) -> None:
+        # An insert that did not queue the IRP: its context is free for another one.
+        if context is not None:
+            del self._contexts[irp]
+            context.irp = None
 
     def _unlink(self, irp: Irp) -> None:
         context = self._contexts.pop(irp, None) if self._contexts else None
@@ -283,14 +343,47 @@ class CancelSafeQueue:
             context.irp = None
         self.remove_irp(irp)
 
+    def _take_out(self, irp: Irp) -> None:
+        """Unlink an IRP whose cancel routine the caller has disarmed, to hand it to the caller."""
+        level = irp._index
+        try:
+            self._unlink(irp)
+        except BaseException as error:
+            _not_lost(irp, level, error)
+            raise
+
+    def _complete_canceled(self, irp: Irp) -> None:
+        """Unlink a cancelled IRP (its cancel routine taken) and complete it as cancelled."""
+        level = irp._index
+        try:
+            self._unlink(irp)
+            self.complete_canceled_irp(irp)
+        except BaseException as error:
+            _not_lost(irp, level, error)
+            raise
+
     def _csq_cancel(self, device: Any, irp: Irp) -> None:
         # The internal cancel routine: the routine has been taken, so nobody else will remove this
         # IRP; take it out of storage and complete it as cancelled.
-        self._unlink(irp)
-        self.complete_canceled_irp(irp)
+        self._complete_canceled(irp)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+def _not_lost(irp: Irp, level: int, error: BaseException) -> None:
+    """A callback raised while *irp* was out of the queue and on its way to someone: finish it.
+
+    The IRP is still the queue's if it is at the location it was queued at: not completed (that
+    moves it up) and not passed on (down).  Its cancel routine is disarmed first, in case the
+    callback armed one; the exception is kept as :attr:`~airp.Irp.routine_error`.
+    """
+    if irp._index != level:
+        return
+    irp.cancel_routine = None
+    if irp.routine_error is None:
+        irp.routine_error = error
+    complete_request(irp, STATUS_INTERNAL_ERROR, 0)
 
 
 def _check_plain(name: str, fn: object) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from _cancel_drivers import HeldReads, held_irp, make_io
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule
 
@@ -22,6 +22,7 @@ import airp
 from airp import (
     STATUS_CANCELLED,
     STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INTERNAL_ERROR,
     STATUS_PENDING,
     STATUS_SUCCESS,
     CancelSafeQueue,
@@ -253,6 +254,207 @@ def test_bad_input() -> None:
         CancelSafeQueue().insert(third)
 
 
+# -- a callback that raises never loses its IRP -------------------------------------------------
+
+
+def _raise(error: Exception) -> Callable[..., Any]:
+    def callback(*args: Any) -> None:
+        raise error
+
+    return callback
+
+
+def test_a_raising_complete_canceled_irp_completes_the_irp_with_internal_error() -> None:
+    error = KeyError("complete_canceled_irp")
+    queue = IrpQueue(complete_canceled_irp=_raise(error))
+    irp, done = _irp()
+    ctx = CsqIrpContext()
+    queue.insert(irp, ctx)
+    with pytest.raises(KeyError) as caught:
+        cancel_irp(irp)
+    assert caught.value is error  # the canceller hears about it
+    assert done == [STATUS_INTERNAL_ERROR]  # ... and the IRP is not lost
+    assert irp.routine_error is error
+    assert irp not in queue
+    assert ctx.irp is None
+    assert cancel_irp(irp) is False
+    assert queue.remove_next() is None
+
+
+def test_a_complete_canceled_irp_that_completes_then_raises_is_not_completed_twice() -> None:
+    def complete_then_raise(irp: Irp) -> None:
+        complete_request(irp, airp.STATUS_DEVICE_REMOVED, 0)
+        raise LookupError("after completing")
+
+    queue = IrpQueue(complete_canceled_irp=complete_then_raise)
+    irp, done = _irp()
+    queue.insert(irp)
+    with pytest.raises(LookupError):
+        cancel_irp(irp)
+    assert done == [airp.STATUS_DEVICE_REMOVED]
+    assert irp.routine_error is None
+
+
+def test_inserting_a_cancelled_irp_with_a_raising_callback_completes_it() -> None:
+    queue = IrpQueue(complete_canceled_irp=_raise(KeyError("boom")))
+    irp, done = _irp()
+    cancel_irp(irp)
+    with pytest.raises(KeyError):
+        queue.insert(irp)
+    assert done == [STATUS_INTERNAL_ERROR]
+    assert len(queue) == 0
+
+
+def test_a_raising_insert_irp_leaves_the_irp_with_the_dispatch_routine() -> None:
+    queue = CancelSafeQueue(
+        insert_irp=_raise(MemoryError("full")), remove_irp=lambda irp: None, peek_next_irp=lambda irp, ctx: None
+    )
+    irp, done = _irp()
+    ctx = CsqIrpContext()
+    with pytest.raises(MemoryError):
+        queue.insert(irp, ctx)
+    # Refused, as an error status would refuse it: not pended, not cancelable, context free.
+    assert irp.cancel_routine is None
+    assert not irp.current_stack_location.control & StackControl.PENDING_RETURNED
+    assert ctx.irp is None
+    assert done == []
+    complete_request(irp, STATUS_SUCCESS, 0)  # still the dispatch routine's to finish
+    assert done == [STATUS_SUCCESS]
+
+
+class _FlakyStorage(IrpQueue):
+    """An IrpQueue whose remove_irp raises (after unlinking) while ``fail`` is set."""
+
+    fail = False
+
+    def remove_irp(self, irp: Irp) -> None:
+        super().remove_irp(irp)
+        if self.fail:
+            raise OSError("remove_irp")
+
+
+def test_a_raising_remove_irp_in_remove_next_completes_the_irp_it_was_taking() -> None:
+    queue = _FlakyStorage()
+    first, first_done = _irp()
+    second, second_done = _irp()
+    queue.insert(first)
+    queue.insert(second)
+    queue.fail = True
+    with pytest.raises(OSError, match="remove_irp"):
+        queue.remove_next()
+    # The caller never got it, so nobody else would have completed it.
+    assert first_done == [STATUS_INTERNAL_ERROR]
+    assert second_done == []
+    queue.fail = False
+    assert list(queue) == [second]
+    assert second.cancel_routine is not None  # untouched, still cancelable
+    assert queue.remove_next() is second
+
+
+def test_a_raising_remove_irp_in_remove_completes_the_irp() -> None:
+    queue = _FlakyStorage()
+    irp, done = _irp()
+    ctx = CsqIrpContext()
+    queue.insert(irp, ctx)
+    queue.fail = True
+    with pytest.raises(OSError, match="remove_irp"):
+        queue.remove(ctx)
+    assert done == [STATUS_INTERNAL_ERROR]
+    assert ctx.irp is None
+    assert queue.remove(ctx) is None
+
+
+def test_a_raising_remove_irp_in_the_cancel_routine_completes_the_irp() -> None:
+    queue = _FlakyStorage()
+    irp, done = _irp()
+    queue.insert(irp)
+    queue.fail = True
+    with pytest.raises(OSError, match="remove_irp"):
+        cancel_irp(irp)
+    assert done == [STATUS_INTERNAL_ERROR]
+
+
+def test_a_raising_peek_takes_nothing() -> None:
+    storage: list[Irp] = []
+    queue = CancelSafeQueue(
+        insert_irp=lambda irp, ctx: storage.append(irp), remove_irp=storage.remove, peek_next_irp=_raise(ValueError("peek"))
+    )
+    irp, done = _irp()
+    queue.insert(irp)
+    with pytest.raises(ValueError, match="peek"):
+        queue.remove_next()
+    assert storage == [irp]
+    assert irp.cancel_routine is not None
+    assert done == []
+
+
+def test_cancel_all_cancels_every_irp_even_if_one_callback_raises() -> None:
+    calls: list[Irp] = []
+
+    def complete(irp: Irp) -> None:
+        calls.append(irp)
+        if len(calls) == 1:
+            raise KeyError("first")
+        complete_request(irp, STATUS_CANCELLED, 0)
+
+    queue = IrpQueue(complete_canceled_irp=complete)
+    irps = [_irp() for _ in range(3)]
+    for irp, _ in irps:
+        queue.insert(irp)
+    with pytest.raises(KeyError, match="first"):
+        queue.cancel_all()
+    assert [done for _, done in irps] == [[STATUS_INTERNAL_ERROR], [STATUS_CANCELLED], [STATUS_CANCELLED]]
+    assert len(queue) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["insert", "cancel", "remove_next", "cleanup"]), st.booleans()), max_size=30))
+def test_raising_callbacks_never_lose_an_irp(steps: list[tuple[str, bool]]) -> None:
+    """Any mix of operations, each with its callbacks raising or not: every IRP is queued, held by
+    the caller, or completed exactly once, and the queue never lists a completed IRP."""
+
+    class Flaky(IrpQueue):
+        fail = False
+
+        def remove_irp(self, irp: Irp) -> None:
+            super().remove_irp(irp)
+            if self.fail:
+                raise OSError("remove_irp")
+
+        def complete_canceled_irp(self, irp: Irp) -> None:
+            if self.fail:
+                raise KeyError("complete_canceled_irp")
+            super().complete_canceled_irp(irp)
+
+    queue = Flaky()
+    done: dict[Irp, list[int]] = {}
+    held: set[Irp] = set()
+    for operation, fail in steps:
+        queue.fail = fail
+        try:
+            if operation == "insert":
+                irp, done[irp] = _irp()
+                queue.insert(irp)
+            elif operation == "cancel" and len(queue):
+                cancel_irp(next(iter(queue)))
+            elif operation == "remove_next":
+                taken = queue.remove_next()
+                if taken is not None:
+                    held.add(taken)
+            elif operation == "cleanup":
+                queue.drain()
+        except (OSError, KeyError):
+            pass
+        for irp, statuses in done.items():
+            assert len(statuses) <= 1
+            assert (irp in queue) + (irp in held) + len(statuses) == 1, f"{irp!r} lost or in two places"
+    queue.fail = False
+    queue.drain()
+    for irp in held:
+        complete_request(irp, STATUS_SUCCESS, 0)
+    assert all(len(statuses) == 1 for statuses in done.values())
+
+
 # -- Hypothesis: insert / cancel / remove-next / remove / complete / cleanup, any order --------
 
 
@@ -407,3 +609,43 @@ async def test_held_reads_driver(virtual_clock: VirtualClock) -> None:
         tg.start_soon(producer)
     assert sorted(results) == [b"alpha", b"bravo", b"charl"]
     assert virtual_clock.now() == pytest.approx(3)
+
+
+class BrokenCancel(HeldReads):
+    """HeldReads whose queue's complete_canceled_irp raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = IrpQueue(complete_canceled_irp=self.complete_canceled)
+
+    def complete_canceled(self, irp: Irp) -> None:
+        raise KeyError("complete_canceled_irp")
+
+
+@pytest.mark.anyio
+async def test_a_requester_is_not_left_waiting_by_a_raising_complete_canceled_irp(virtual_clock: VirtualClock) -> None:
+    driver = BrokenCancel()
+    io, _ = make_io(driver)
+    async with await io.open("\\Device\\Test") as handle:
+        request = await handle.read_overlapped(5)
+        seen: list[tuple[str, float]] = []
+
+        async def requester() -> None:
+            with pytest.raises(airp.NtStatusError) as caught:
+                await request
+            assert caught.value.status == STATUS_INTERNAL_ERROR
+            seen.append(("requester", anyio.current_time()))
+
+        async def canceller() -> None:
+            await anyio.sleep(2)
+            with pytest.raises(KeyError):
+                cancel_irp(request.irp)  # the exception reaches whoever ran the callback
+            seen.append(("canceller", anyio.current_time()))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(requester)
+            tg.start_soon(canceller)
+        assert sorted(seen) == [("canceller", pytest.approx(2)), ("requester", pytest.approx(2))]
+        assert len(driver.queue) == 0
+        assert io.outstanding_requests() == []
+    assert virtual_clock.now() == pytest.approx(2)  # the close waited for nothing
