@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio import current_effective_deadline
 
+from ._call import call_driver
 from ._cancel import cancel_irp
 from ._codes import DeviceFlags, IrpMajor
 from ._device import DeviceObject, delete_device, get_attached_device
@@ -23,7 +26,6 @@ from ._requester import (
     charge_to_current_task,
     get_cancel_wait_limit,
     is_disowned,
-    requester_deadline,
 )
 from ._requests import (
     Overlapped,
@@ -158,18 +160,22 @@ class IoManager:
         await handle._simple(IrpMajor.CREATE)
         return handle
 
-    async def _send(
-        self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None, limit: float | None = None
-    ) -> Overlapped[Any]:
-        # The requester's boundary: from here down the drivers run shielded from its cancel scopes,
-        # whose deadline becomes cancel_irp (airp._requester.call_driver_for_requester).
+    async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
+        # The requester's boundary: below it, the requester's deadline turns into cancel_irp in
+        # airp's waits instead of aborting dispatch routines (airp._requester).
         if deadline is None:
-            deadline = await requester_deadline()
+            deadline = current_effective_deadline()
+            if deadline == -math.inf:
+                # Already cancelled: send nothing, leave nothing behind.
+                await anyio.lowlevel.checkpoint_if_cancelled()
         irp = request.irp
         if self.monitor is not None:
             self.monitor.watch(irp)
         self._track(irp)
-        status = await call_driver_for_requester(top, irp, deadline=deadline, limit=limit)
+        if deadline == math.inf:
+            status = await call_driver(top, irp)
+        else:
+            status = await call_driver_for_requester(top, irp, deadline)
         request.status_returned = status
         check_returned_status(irp, status, top)
         return request
@@ -279,14 +285,16 @@ class FileHandle:
         # what a driver routine raised (a failed status is ignored, as Windows ignores it).
         request, top = self._build_simple(major)
         irp = request.irp
-        try:
-            await self.io._send(request, top, deadline=deadline, limit=0)
-        except (NtStatusError, anyio.get_cancelled_exc_class()):
-            return None
-        except Exception as error:
-            return error
-        if not irp.completed:
-            with anyio.move_on_at(deadline):
+        with anyio.move_on_at(deadline):
+            try:
+                # Sent even when the budget is spent (Windows always sends them): the explicit
+                # deadline skips the "already cancelled, send nothing" check of a requester.
+                await self.io._send(request, top, deadline=deadline)
+            except NtStatusError:
+                return None
+            except Exception as error:
+                return error
+            if not irp.completed:
                 waiter = irp._waiter
                 if waiter is None:
                     waiter = irp._waiter = anyio.Event()

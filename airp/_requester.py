@@ -39,7 +39,6 @@ from ._cancel import cancel_irp
 from ._errors import NtStatusError
 from ._irp import Irp
 from ._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
-from ._timers import Timer, call_at
 
 if TYPE_CHECKING:
     from ._device import DeviceObject
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CANCEL_WAIT_LIMIT",
     "call_driver_for_requester",
-    "requester_deadline",
+    "requester_gave_up",
     "DriverCancelTimeoutError",
     "DriverCancelTimeoutWarning",
     "TaskIo",
@@ -75,25 +74,16 @@ class DriverCancelTimeoutWarning(RuntimeWarning):
     :ivar limit: the cancel-wait limit in seconds that expired.
     """
 
-    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float, *, interrupted: bool = False) -> None:
+    def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
         self.irp = irp
         self.device = device
         self.limit = limit
-        #: True if a dispatch routine still running on the requester's task was interrupted.
-        self.interrupted = interrupted
         driver = device.driver if device is not None else None
         holder = f"{device!r} (driver {driver!r})" if device is not None else "its creator"
-        if interrupted:
-            outcome = (
-                "Its dispatch chain was still running on the requester's task and has been interrupted;"
-                " the IRP was completed with STATUS_CANCELLED if the routine still held it, else disowned."
-            )
-        else:
-            outcome = "The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT)."
         super().__init__(
             f"{irp!r} was cancelled but not completed within {limit:g} s: it is held by {holder}, whose"
-            f" driver ignores cancellation. {outcome} Give the driver a cancel routine or a cancel-safe"
-            " queue, or complete held IRPs in IRP_MJ_CLEANUP."
+            " driver ignores cancellation. The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT); give"
+            " the driver a cancel routine or a cancel-safe queue, or complete held IRPs in IRP_MJ_CLEANUP."
         )
 
 
@@ -187,7 +177,7 @@ def holding_device(irp: Irp) -> DeviceObject | None:
     return None
 
 
-def _disown(irp: Irp, limit: float, *, interrupted: bool = False) -> DeviceObject | None:
+def _disown(irp: Irp, limit: float) -> DeviceObject | None:
     """``IopDisassociateThreadIrp``: stop waiting for *irp*; report the device holding it."""
     device = holding_device(irp)
     owner = irp.owner
@@ -195,7 +185,7 @@ def _disown(irp: Irp, limit: float, *, interrupted: bool = False) -> DeviceObjec
     if isinstance(owner, TaskIo):
         owner._irps.pop(irp, None)
     _state().disowned.add(irp)
-    warnings.warn(DriverCancelTimeoutWarning(irp, device, limit, interrupted=interrupted), stacklevel=_caller_stacklevel())
+    warnings.warn(DriverCancelTimeoutWarning(irp, device, limit), stacklevel=_caller_stacklevel())
     return device
 
 
@@ -249,125 +239,58 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
     return back
 
 
-# -- the requester's boundary: its cancellation never interrupts driver code -----------------------
+# -- the requester's boundary: its cancellation becomes cancel_irp --------------------------------
+
+#: The deadline of the requester whose dispatch chain the current task is running, if it has one.
+#: Set by the I/O manager around the dispatch chain of each request with a finite deadline.
+_requester_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("airp_requester_deadline", default=math.inf)
 
 
-async def requester_deadline() -> float:
-    """The requester's effective deadline; a requester already cancelled gets its cancellation now.
+def requester_gave_up() -> bool:
+    """True if the cancellation being handled is the requester's: its deadline has passed.
 
-    Called before a request is built into the requester's lists, so that a cancelled requester
-    leaves nothing behind.
+    airp's waits inside a dispatch chain (``forward_and_wait``, ``call_driver_and_wait``, awaiting
+    a driver's own IRP, ``call_driver_with_timeout``) ask this after they have cancelled the IRP
+    and waited for it: if so, they return the IRP instead of raising, so that the dispatch routine
+    runs to its end (reference 6.6: a thread's interruption becomes IoCancelIrp, never an abort of
+    the dispatch routine).  The requester gets its cancellation back at the boundary.
     """
-    deadline = anyio.current_effective_deadline()
-    if deadline == -math.inf:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-    return deadline
+    deadline = _requester_deadline.get()
+    return deadline != math.inf and anyio.current_time() >= deadline
 
 
-class _DeadlineWatch:
-    """Turns the requester's deadline into ``cancel_irp`` while the dispatch chain runs shielded.
+async def call_driver_for_requester(device: DeviceObject, irp: Irp, deadline: float) -> NtStatus:
+    """``call_driver`` on behalf of a requester whose effective deadline is *deadline*.
 
-    Armed only when the requester has a finite deadline; costs one timer, no task.  At the
-    deadline it cancels the IRP (the chain goes on: a driver waiting for the IRP to come back sees
-    it come back cancelled).  If the chain still has not returned one cancel-wait limit later, the
-    driver ignores the cancel: the shield is cancelled, interrupting the driver code as the last
-    resort, and the IRP is disowned.
-    """
+    The dispatch chain runs on the requester's task.  When the requester's deadline passes while a
+    dispatch routine waits in one of airp's waits, that wait cancels the IRP it waits for, waits
+    (shielded, bounded by the cancel-wait limit) for it to come back, and returns it: the routine
+    finishes its work and completes the request.  Once the chain has returned, the requester gets
+    its cancellation back (if the request has completed; a request still pending is cancelled and
+    waited for where the requester awaits it).
 
-    __slots__ = ("_timer", "deadline", "error", "fired", "irp", "limit", "released", "scope")
+    A dispatch routine that awaits something else (``anyio.sleep``, a lock) sees the requester's
+    cancellation like a cancellation of its own; if it lets it propagate while it holds the IRP,
+    :func:`~airp.call_driver` completes the IRP with STATUS_CANCELLED.  An explicit cancellation of
+    the requester (``scope.cancel()``, a failing task group) is the same, except that airp's waits
+    re-raise it after the IRP is back, since no deadline says it was the requester's.
 
-    def __init__(self, irp: Irp, scope: anyio.CancelScope, deadline: float, limit: float) -> None:
-        self.irp = irp
-        self.scope = scope
-        self.deadline = deadline
-        self.limit = limit
-        self.fired = False
-        self.released = False
-        self.error: BaseException | None = None
-        self._timer: Timer = call_at(deadline, self._expired)
-
-    def _expired(self) -> None:
-        self.fired = True
-        try:
-            cancel_irp(self.irp)
-        except Exception as error:  # a cancel routine raised: the requester gets it (and the IRP is done)
-            self.error = error
-        if self.limit == math.inf:
-            return
-        self._timer = call_at(self.deadline + self.limit, self._give_up)
-
-    def _give_up(self) -> None:
-        self.released = True
-        self.scope.cancel()
-
-    def disarm(self) -> None:
-        self._timer.cancel()
-
-
-async def call_driver_for_requester(
-    device: DeviceObject, irp: Irp, *, deadline: float | None = None, limit: float | None = None
-) -> NtStatus:
-    """``call_driver`` on behalf of a requester: its cancellation never interrupts driver code.
-
-    In Windows a thread's interruption never aborts a dispatch routine running on it; it becomes
-    ``IoCancelIrp`` on the thread's IRPs (reference 6.6).  Here the dispatch chain runs on the
-    requester's task inside a shielded cancel scope, so no cancellation of the requester reaches
-    the drivers' awaits.  If the requester has a deadline (``move_on_after``, ``fail_after``, a
-    test's timeout ...), the IRP is cancelled with :func:`~airp.cancel_irp` when it passes, and the
-    chain runs on; once it returns, the requester gets its cancellation back.  A chain that is
-    still running one cancel-wait limit after the cancel is interrupted, and the IRP disowned and
-    reported (:class:`DriverCancelTimeoutWarning`).
-
-    A requester cancelled explicitly (``scope.cancel()``, its task group failing) while the chain
-    is suspended is not seen until the chain returns: anyio gives code under a shield no way to
-    notice an outer cancellation.  A request whose dispatch routine returns STATUS_PENDING (a queue,
-    a StartIo lane) is then cancelled as soon as the requester awaits it.
-
-    :param deadline: when to cancel the IRP, on :func:`anyio.current_time`'s clock; ``None`` for
-        the requester's effective deadline (then an already cancelled requester sends nothing and
-        gets its cancellation at once).
-    :param limit: seconds between the cancel and giving up on the chain; ``None`` for the run's
-        cancel-wait limit.
+    :param deadline: the requester's effective deadline (:func:`anyio.current_effective_deadline`
+        before the request was built), finite: with none, the I/O manager calls ``call_driver``.
     :returns: what the top dispatch routine returned.
     :raises BugCheck: as :func:`~airp.call_driver`.
-    :raises DriverCancelTimeoutError: if the chain had to be interrupted and the requester's scope
-        turned out not to be cancelled after all (its deadline was moved).
 
-    On cancellation: an already cancelled requester sends nothing and gets its cancellation at
-    once.  A deadline that passes during the chain cancels the IRP; the call then returns, or
-    raises the cancellation if the IRP has already completed (its status would only say
-    "cancelled").  A request still pending is cancelled and waited for where it is awaited.
+    On cancellation: see above; nothing is left pending without a waiter.
     """
-    if deadline is None:
-        deadline = await requester_deadline()
-    if deadline == math.inf:
-        with anyio.CancelScope(shield=True):
-            return await call_driver(device, irp)
-    if limit is None:
-        limit = _state().cancel_wait_limit
-    status: NtStatus | None = None
-    with anyio.CancelScope(shield=True) as scope:
-        watch = _DeadlineWatch(irp, scope, deadline, limit)
-        try:
-            status = await call_driver(device, irp)
-        finally:
-            watch.disarm()
-    if watch.released:
-        # The chain ignored the cancel for a whole limit and was interrupted.
-        holder = holding_device(irp) or device
-        if irp.completed:
-            warnings.warn(
-                DriverCancelTimeoutWarning(irp, holder, limit, interrupted=True), stacklevel=_caller_stacklevel()
-            )
-        else:
-            _disown(irp, limit, interrupted=True)
+    token = _requester_deadline.set(deadline)
+    try:
+        status = await call_driver(device, irp)
+    finally:
+        _requester_deadline.reset(token)
+    if irp.completed and anyio.current_time() >= deadline:
+        # Completed because the deadline cancelled it: the requester gets its cancellation, not a
+        # STATUS_CANCELLED result.
         await anyio.lowlevel.checkpoint_if_cancelled()
-        raise DriverCancelTimeoutError(irp, holding_device(irp), limit)
-    if watch.error is not None:
-        raise watch.error
-    if watch.fired and irp.completed:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-    assert status is not None
     return status
 
 

@@ -21,6 +21,7 @@ from ._requester import (
     _check_limit,
     get_cancel_wait_limit,
     holding_device,
+    requester_gave_up,
     wait_after_cancel,
 )
 from ._status import STATUS_CANCELLED, STATUS_IO_TIMEOUT, STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
@@ -115,8 +116,10 @@ async def call_driver_with_timeout(
             with anyio.move_on_at(deadline):
                 await event.wait()
         except anyio.get_cancelled_exc_class():
-            await wait_after_cancel(box, irp, limit)
-            raise
+            # Re-raised unless it is the requester's cancellation reaching a dispatch routine and
+            # the IRP is back (airp._requester.requester_gave_up).
+            if not await wait_after_cancel(box, irp, limit) or not requester_gave_up():
+                raise
         if not box.returned:
             # The deadline won: cancel, and wait (shielded, bounded) for the hand-back.
             if not await wait_after_cancel(box, irp, limit):

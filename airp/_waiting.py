@@ -23,7 +23,7 @@ import anyio
 from ._call import call_driver
 from ._device import DeviceObject
 from ._irp import Irp, _io_status, _new_tuple
-from ._requester import wait_after_cancel
+from ._requester import requester_gave_up, wait_after_cancel
 from ._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 
 __all__ = ["call_driver_and_wait", "forward_and_wait", "wait_for_irp"]
@@ -34,9 +34,11 @@ async def _wait_cancelling(event: anyio.Event, irp: Irp) -> None:
         await event.wait()
     except anyio.get_cancelled_exc_class():
         # Cancel the IRP, wait for it shielded and bounded by the run's cancel-wait limit (past it
-        # the IRP is disowned and reported: airp._requester), then let the cancellation go on.
-        await wait_after_cancel(event, irp)
-        raise
+        # the IRP is disowned and reported: airp._requester), then let the cancellation go on,
+        # unless it is the requester's: then the dispatch routine waiting here gets its IRP back
+        # and finishes (the requester gets its cancellation at the I/O manager's boundary).
+        if not await wait_after_cancel(event, irp) or not requester_gave_up():
+            raise
 
 
 async def wait_for_irp(irp: Irp) -> IoStatus:
@@ -48,8 +50,12 @@ async def wait_for_irp(irp: Irp) -> IoStatus:
     shielded, until a driver completes it, and then the cancellation exception propagates.  The
     shielded wait is bounded by the run's cancel-wait limit; past it the IRP is disowned and a
     :class:`~airp.DriverCancelTimeoutWarning` is emitted before the cancellation propagates.
+    Inside a dispatch routine, when the cancellation is the requester's (its deadline passed), the
+    IRP is returned instead, so that the routine can finish (see ``docs/cancellation.md``).
 
     :returns: the final :class:`~airp.IoStatus`.
+    :raises BugCheck: the bug check the IRP's final stage raised (0x312, the 5.8 rule), which
+        also reached whoever completed it.
     """
     if irp._index <= irp.stack_count:
         return await _awaitable_pending(irp)
@@ -70,9 +76,11 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
     try:
         yield from event.wait().__await__()
     except anyio.get_cancelled_exc_class():
-        # As _wait_cancelling: cancel the IRP, wait for it shielded and bounded, then re-raise.
-        yield from wait_after_cancel(event, irp).__await__()
-        raise
+        # As _wait_cancelling: cancel the IRP, wait for it shielded and bounded, then re-raise
+        # unless it is the requester's cancellation reaching a dispatch routine.
+        back = yield from wait_after_cancel(event, irp).__await__()
+        if not back or not requester_gave_up():
+            raise
     if irp._final_error is not None:
         raise irp._final_error
     status = irp.status
@@ -109,7 +117,9 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     No event is created unless the lower driver returns before completing the IRP.
 
     On cancellation: the IRP is cancelled, the wait continues, shielded, until it is handed back,
-    and then the cancellation propagates; the caller still owns the IRP afterwards.  Past the run's
+    and then the cancellation propagates; the caller still owns the IRP afterwards.  When the
+    cancellation is that of the requester whose dispatch chain this runs in (its deadline passed),
+    the IRP is returned instead, so the dispatch routine finishes its work.  Past the run's
     cancel-wait limit the IRP is disowned instead (:func:`~airp.is_disowned`, with a
     :class:`~airp.DriverCancelTimeoutWarning`): it still belongs to the lower driver, and the caller
     must not touch it.

@@ -130,10 +130,12 @@ async def test_fail_after_gives_timeout_error_and_leaves_nothing(virtual_clock: 
 
 
 @pytest.mark.anyio
-async def test_a_dispatch_routine_that_sleeps_runs_to_its_end(virtual_clock: VirtualClock) -> None:
-    """No requester cancellation interrupts driver code: the routine finishes, then the requester
-    gets its cancellation."""
-    done: list[float] = []
+async def test_a_dispatch_routine_cancelled_in_its_own_await_still_completes_its_irp(
+    virtual_clock: VirtualClock,
+) -> None:
+    """An await that is not one of airp's sees the requester's cancellation as its own: the routine
+    is cancelled there, and the IRP it held completes as cancelled instead of being stranded."""
+    reached: list[str] = []
 
     class Slow(airp.Driver):
         @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
@@ -143,8 +145,10 @@ async def test_a_dispatch_routine_that_sleeps_runs_to_its_end(virtual_clock: Vir
 
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
-            await anyio.sleep(5)
-            done.append(anyio.current_time())
+            try:
+                await anyio.sleep(5)
+            finally:
+                reached.append("cleanup")
             complete_request(irp, STATUS_SUCCESS, 0)
             return STATUS_SUCCESS
 
@@ -154,42 +158,56 @@ async def test_a_dispatch_routine_that_sleeps_runs_to_its_end(virtual_clock: Vir
         with anyio.move_on_after(1) as scope:
             await handle.read(1)
         assert scope.cancelled_caught
-        assert done == [pytest.approx(5)]
-        assert virtual_clock.now() == pytest.approx(5)
+        assert reached == ["cleanup"]
+        assert virtual_clock.now() == pytest.approx(1)
         assert io.outstanding_requests() == []
 
 
 @pytest.mark.anyio
-async def test_a_dispatch_routine_that_ignores_the_cancel_is_interrupted_after_the_limit(
-    virtual_clock: VirtualClock,
-) -> None:
-    airp.set_cancel_wait_limit(10)
+async def test_an_explicit_cancel_of_the_requester_leaves_nothing_pending(virtual_clock: VirtualClock) -> None:
+    """Without a deadline airp cannot tell the requester's cancellation from the filter's own, so
+    forward_and_wait re-raises it once the IRP is back; the IRP the filter then holds completes as
+    cancelled."""
+    upper = ForwardAndWaitFilter()
+    io, bottom = stack(upper)
+    async with io.open("\\Device\\Disk") as handle:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle.read, 1)
+            await anyio.sleep(1)
+            assert len(bottom.held) == 1
+            tg.cancel_scope.cancel()
+        assert upper.finished == []  # the filter's code after the wait did not run
+        assert bottom.held == []
+        assert io.outstanding_requests() == []
+    assert virtual_clock.now() == pytest.approx(1)
 
-    class Stuck(airp.Driver):
-        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-        async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-            complete_request(irp, STATUS_SUCCESS, 0)
-            return STATUS_SUCCESS
+
+@pytest.mark.anyio
+async def test_a_driver_own_irp_comes_back_when_the_requester_times_out(virtual_clock: VirtualClock) -> None:
+    """Seed 002's pattern: the driver pends the request, sends its own IRP down and waits for it."""
+    results: list[int] = []
+
+    class OwnIrp(airp.Driver):
+        pass_through = True
 
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
-            await anyio.sleep_forever()
-            raise AssertionError("unreachable")
+            assert device.lower_device is not None
+            child = airp.allocate_irp(device.lower_device.stack_size)
+            loc = child.next_stack_location
+            loc.major = IrpMajor.READ
+            loc.parameters = irp.current_stack_location.parameters
+            st = await airp.call_driver_and_wait(device.lower_device, child)
+            results.append(st.status)
+            airp.free_irp(child)
+            complete_request(irp, st.status, 0)
+            return st.status
 
-    io = airp.IoManager()
-    io.create_device(Stuck(), "\\Device\\Stuck")
-    async with io.open("\\Device\\Stuck") as handle:
-        with pytest.warns(DriverCancelTimeoutWarning, match="interrupted") as caught:
-            with anyio.move_on_after(1) as scope:
-                await handle.read(1)
-        assert scope.cancelled_caught
-        assert virtual_clock.now() == pytest.approx(11)
-        warning = caught[0].message
-        assert isinstance(warning, DriverCancelTimeoutWarning)
-        assert warning.interrupted
-        # The routine still held the IRP when it was interrupted: airp completed it as cancelled.
-        assert warning.irp.completed
-        assert warning.irp.status == STATUS_CANCELLED
+    io, _bottom = stack(OwnIrp())
+    async with io.open("\\Device\\Disk") as handle:
+        with pytest.raises(TimeoutError), anyio.fail_after(3):
+            await handle.read(1)
+        assert results == [STATUS_CANCELLED]
         assert io.outstanding_requests() == []
 
 
