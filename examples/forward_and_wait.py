@@ -115,7 +115,11 @@ class Encryptor(airp.Driver):
         status = await airp.call_driver(device.lower_device, irp)
         if status == airp.STATUS_PENDING:
             print("  Encryptor: the disk returned STATUS_PENDING; waiting for the completion routine's event")
-            await event.wait()
+            # KeWaitForSingleObject(KernelMode, non-alertable): nothing interrupts this wait, or the
+            # requester's timeout would leave the IRP half-completed below us.  forward_and_wait
+            # (the READ path) does better: it cancels the IRP when the requester's deadline passes.
+            with anyio.CancelScope(shield=True):
+                await event.wait()
         status = airp.NtStatus(irp.status)
         print(f"  Encryptor: the IRP is back at location {irp.current_location} ({status.name}); completing it again")
         airp.complete_request(irp)
