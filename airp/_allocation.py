@@ -136,11 +136,13 @@ _PLAIN_KINDS: Final = tuple(_Kind(origin, None) for origin in range(len(_ORIGIN_
 #   _FREED    True once freed                       (gone when the IRP is allocated again)
 #   _ROUTINE  the creator's completion routine, as send_irp saw it (for the 5.8 message)
 #   _MASTER   an associated IRP's master (Irp.master_irp is cleared before its final stage)
+#   _CREATOR  the index of the location its creator holds it at, once known (see _in_use)
 # Irp._reinitialize clears the dict; reuse restores the kind and the allocation flags.
 _KIND: Final = "_airp_kind"
 _FREED: Final = "_airp_freed"
 _ROUTINE: Final = "_airp_routine"
 _MASTER: Final = "_airp_master"
+_CREATOR: Final = "_airp_creator"
 
 
 def _kind(irp: Irp) -> _Kind | None:
@@ -473,9 +475,17 @@ class IrpAllocator:
         return irp
 
     def _release(self, irp: Irp, flags: int) -> None:
-        """``IoFreeIrp``'s second half: offer *irp* to its list, or give it up."""
+        """``IoFreeIrp``'s second half: offer *irp* to its list, or give it up.
+
+        Only an IRP provably back with its creator goes to a list (:func:`_back_with_creator`):
+        a list never hands out an object a lower driver may still hold.
+        """
         self._outstanding -= 1
-        if flags & _FIXED_SIZE and (self._small if irp.stack_count == 1 else self._large).push(irp):
+        if (
+            flags & _FIXED_SIZE
+            and _back_with_creator(irp)
+            and (self._small if irp.stack_count == 1 else self._large).push(irp)
+        ):
             return
         self._pool_frees += 1
 
@@ -650,20 +660,45 @@ _INVOKE_BITS: Final = 0xE0
 def _in_use(irp: Irp) -> bool:
     """True while a driver below the creator holds *irp* (sent, not handed back yet).
 
-    Read from the geometry, as ``IoFreeIrp`` does (reference 2.3): ``CurrentLocation < StackCount``
-    means a lower driver's location is current.  At ``CurrentLocation == StackCount`` the location
-    is either the first lower driver's (an IRP sent without a creator location: it still carries the
-    creator's completion routine, which the walk removes before calling it) or the creator's own
-    (after :meth:`~airp.Irp.set_next_stack_location`, which carries no routine of its creator's).
+    Once the creator's location is known, exactly: the IRP is in use while its current location
+    is below it.  It is known from the first :func:`send_irp` (the highest location it was sent
+    from: forwarding drivers below send from lower ones) and from :meth:`IrpPool.get
+    <airp.IrpPool.get>`, and forgotten by a reuse.
+
+    Otherwise (an IRP sent with plain :func:`~airp.call_driver`, or never sent) it is read from the
+    geometry, as ``IoFreeIrp`` does (reference 2.3): ``CurrentLocation < StackCount`` means a lower
+    driver's location is current.  ``CurrentLocation == StackCount`` is either the first lower
+    driver's location (an IRP sent without a location of the creator's) or the creator's own
+    (after :meth:`~airp.Irp.set_next_stack_location`); only a completion routine of the creator's
+    there tells the first apart, so an IRP sent that way *without* a completion routine (itself a
+    breach of reference 5.8) is not seen as in use.  :func:`free_irp` then at least keeps it off
+    the lookaside lists (:func:`_back_with_creator`).
     """
     index = irp._index
     n = irp.stack_count
     if index >= n:
         return False
+    creator = irp.__dict__.get(_CREATOR)
+    if creator is not None and index < creator:
+        return True
     if index < n - 1:
         return True
     top = irp._stack[n - 1]
     return top.completion_routine is not None or bool(top.control & _INVOKE_BITS)
+
+
+def _back_with_creator(irp: Irp) -> bool:
+    """True if no lower driver can hold *irp*: the only IRPs a lookaside list may keep.
+
+    Stricter than ``not _in_use(irp)``: an IRP whose current location might be a lower driver's
+    (the case :func:`_in_use` cannot tell apart) is given up rather than handed out again, so a
+    late completion by whoever held it lands on an IRP nobody will be given.
+    """
+    index = irp._index
+    if index >= irp.stack_count:
+        return True
+    creator = irp.__dict__.get(_CREATOR)
+    return creator is not None and index >= creator
 
 
 def _holder(irp: Irp) -> DeviceObject | None:
@@ -712,6 +747,14 @@ def free_irp(irp: Irp) -> None:
     never sent.  The I/O manager frees associated IRPs when they complete and built synchronous /
     device-control requests when they complete; a request received from above belongs to its
     requester.
+
+    "Still in use" is judged against the creator's location, which airp knows once the IRP has
+    been sent with :func:`send_irp` (or came from an :class:`~airp.IrpPool`): a lower driver holds
+    the IRP while its current location is below that one, with or without a completion routine.
+    An IRP sent with plain :func:`~airp.call_driver` is judged from its geometry alone (see
+    ``IoFreeIrp``'s own check, reference 2.3), which cannot see a lower driver holding an IRP sent
+    *without* a completion routine and without a location of the creator's; such an IRP is still
+    kept off the lookaside lists, so it is never handed out again while held.
 
     :raises BugCheck: 0xC9 / 0x01 if *irp* is not an IRP, or was already freed (a freed IRP is no
         longer an IRP: Verifier finds its type field cleared); 0xC9 / 0x02 if the I/O manager frees
@@ -793,6 +836,7 @@ def reuse_irp(irp: Irp, status: int = STATUS_SUCCESS) -> None:
 
     Only for IRPs the driver allocated (:func:`allocate_irp`, a bare ``Irp(n)``), and only while no
     lower driver holds it: typically in its completion routine or after it has been handed back.
+    "Holds" is judged as by :func:`free_irp`.
 
     :param status: the status the reset IRP starts with (``IoStatus.Status``).
     :raises BugCheck: 0xC9 / 0x311 if the IRP was not allocated by the driver (an associated IRP, a
@@ -872,5 +916,11 @@ async def send_irp(device: DeviceObject, irp: Irp) -> NtStatus:
                 )
             if available:
                 d[_ROUTINE] = irp._stack[available - 1].completion_routine
+        # A driver's own IRP (a bare Irp(n) too): the sender's location is the creator's, unless
+        # a driver below forwards the IRP on (from a lower location), so the highest one seen is
+        # the creator's, which free_irp and reuse_irp judge "in use" against.
+        own = _KIND in d or (irp._final_stage is None and irp.master_irp is None)
+        if own and d.get(_CREATOR, -1) < available:
+            d[_CREATOR] = available
     return await call_driver(device, irp)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._allocation import (
+    _CREATOR,
     _FREED,
     _KIND,
     IrpAllocator,
@@ -212,6 +213,9 @@ class IrpPool:
         if self.own_location:
             irp.set_next_stack_location()
             irp.current_stack_location.device = self.device
+        # The pool knows where its driver holds the IRP: put, free_irp and reuse_irp then see a
+        # lower driver holding it however it was sent (plain call_driver, no completion routine).
+        irp.__dict__[_CREATOR] = irp._index
         self._out[irp] = None
         return irp
 
@@ -221,6 +225,9 @@ class IrpPool:
         The IRP joins the idle list (or is freed if the list is full or the pool closed).  It is not
         reset until it is handed out again, so the rest of the completion walk, and a tracing monitor,
         still see it as it was.  The caller must not touch it afterwards.
+
+        A lower driver holds the IRP while its current location is below the one :meth:`get`
+        handed it out at, whether or not it was sent with a completion routine.
 
         :raises ValueError: if *irp* did not come from this pool.
         :raises BugCheck: 0xC9 / 0x01 if it was already given back (as freeing an IRP twice);

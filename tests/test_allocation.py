@@ -32,6 +32,7 @@ from airp import (
     reuse_irp,
     send_irp,
 )
+from airp.testing import VirtualClock, wait_until_quiet
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -247,6 +248,117 @@ async def test_freeing_an_irp_a_lower_driver_holds_is_bug_check_c9_20a() -> None
     assert VerifierCode.REINITIALIZE_IRP_IN_USE.value == 0x310
     holder.complete()
     free_irp(irp)  # handed back: now it may go
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("own_location", [False, True])
+async def test_an_irp_sent_without_a_completion_routine_is_in_use_until_it_comes_back(own_location: bool) -> None:
+    # No routine on the lower driver's location: only the creator's location tells that the lower
+    # driver holds it.  send_irp records that location.
+    holder = Holder(cancelable=False)
+    lower = make_device(holder)
+    allocator = IrpAllocator()
+    irp = must(allocator.allocate_irp(lower.stack_size + own_location))
+    if own_location:
+        irp.set_next_stack_location()
+    fill_read(irp)
+    assert await send_irp(lower, irp) == STATUS_PENDING
+    with pytest.raises(BugCheck, match="still in use") as info:
+        free_irp(irp)
+    assert verifier(info.value) == VerifierCode.FREE_IRP_IN_USE
+    assert info.value.device is lower
+    with pytest.raises(BugCheck) as info:
+        reuse_irp(irp)
+    assert verifier(info.value) == VerifierCode.REINITIALIZE_IRP_IN_USE
+    assert allocator.allocate_irp(irp.stack_count) is not irp
+    with pytest.raises(BugCheck) as info:
+        holder.complete()  # no routine to stop the walk: the rule of 5.8, on the right IRP
+    assert info.value.code == 0x2A
+    assert info.value.irp is irp
+
+
+@pytest.mark.anyio
+async def test_an_own_location_irp_handed_back_is_recycled() -> None:
+    allocator = IrpAllocator()
+    lower = make_device(Completer())
+    irp = must(allocator.allocate_irp(lower.stack_size + 1))
+    irp.set_next_stack_location()
+    fill_read(irp).set_completion_routine(take_back, [])
+    await send_irp(lower, irp)
+    assert irp.current_location == irp.stack_count  # back at the creator's own location
+    free_irp(irp)
+    assert allocator.allocate_irp(irp.stack_count) is irp  # provably back: the list kept it
+
+
+@pytest.mark.anyio
+async def test_an_irp_a_forwarding_driver_holds_is_in_use(virtual_clock: VirtualClock) -> None:
+    """Sent to a filter that forwards it synchronously and keeps it: held below the creator."""
+    release = anyio.Event()
+
+    class Keeper(airp.Driver):
+        def __init__(self) -> None:
+            super().__init__("keeper")
+            self.set_dispatch(IrpMajor.READ, self.read)
+
+        async def read(self, device: airp.DeviceObject, irp: Irp) -> int:
+            assert device.lower_device is not None
+            await airp.forward_and_wait(device.lower_device, irp)  # back at the filter's location
+            await release.wait()
+            complete_request(irp)
+            return STATUS_SUCCESS
+
+    io = airp.IoManager()
+    bottom = io.create_device(Completer())
+    top = io.create_device(Keeper())
+    airp.attach_device(top, bottom)
+    irp = fill_read(must(allocate_irp(top.stack_size)))
+    back: list[Any] = []
+    irp.set_completion_routine(take_back, back)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(send_irp, top, irp)
+        await wait_until_quiet()
+        assert irp.current_location == irp.stack_count  # the filter's location, no routine on it
+        with pytest.raises(BugCheck) as info:
+            free_irp(irp)
+        assert verifier(info.value) == VerifierCode.FREE_IRP_IN_USE
+        assert info.value.device is top
+        release.set()
+    assert back == [(None, STATUS_SUCCESS)]
+    free_irp(irp)
+
+
+def test_an_own_location_irp_may_be_freed_before_it_is_sent() -> None:
+    # No false alarm: the creator's own location, never sent, is the creator's to free.
+    allocator = IrpAllocator()
+    me = make_device(Completer())
+    irp = must(allocator.allocate_irp(3))
+    irp.set_next_stack_location()
+    irp.current_stack_location.device = me
+    free_irp(irp)
+    # Whose location is current cannot be told without a send, so the list does not keep it.
+    assert allocator.statistics().large.depth == 0
+    assert allocator.statistics().outstanding == 0
+
+
+@pytest.mark.anyio
+async def test_a_held_irp_sent_with_plain_call_driver_is_never_handed_out_again() -> None:
+    # Plain call_driver, no routine, no own location: free_irp cannot tell (see its docstring),
+    # but the lookaside list keeps the object out of circulation, so the late completion lands on
+    # the IRP that was sent and on no other.
+    holder = Holder(cancelable=False)
+    lower = make_device(holder)
+    allocator = IrpAllocator()
+    irp = fill_read(must(allocator.allocate_irp(lower.stack_size)))
+    await airp.call_driver(lower, irp)
+    free_irp(irp)
+    assert allocator.statistics().small.depth == 0
+    fresh = must(allocator.allocate_irp(lower.stack_size))
+    assert fresh is not irp
+    with pytest.raises(BugCheck) as info:
+        holder.complete()
+    assert info.value.code == 0x2A
+    assert info.value.irp is irp
+    assert fresh.current_location == fresh.stack_count + 1
 
 
 def test_freeing_an_irp_with_a_cancel_routine_set_is_bug_check_c9_20a() -> None:

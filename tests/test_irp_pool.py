@@ -183,6 +183,27 @@ def test_a_pooled_irp_freed_behind_the_pools_back_is_refused_on_put() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("own_location", [False, True])
+async def test_an_irp_sent_without_a_completion_routine_cannot_be_given_back_while_held(own_location: bool) -> None:
+    # The pool knows where its driver holds the IRP, so it sees a lower driver holding it however
+    # it was sent: here with plain call_driver and no completion routine.
+    holder = Holder(cancelable=False)
+    pool, _device, lower = make_pool(holder, own_location=own_location)
+    irp = fill_read(must(pool.get()))
+    assert await airp.call_driver(lower, irp) == STATUS_PENDING
+    for give_back in (pool.put, airp.reuse_irp):
+        with pytest.raises(BugCheck, match="still in use") as info:
+            give_back(irp)
+        assert info.value.parameters[0] == VerifierCode.REINITIALIZE_IRP_IN_USE
+        assert info.value.device is lower
+    with pytest.raises(BugCheck) as info:
+        free_irp(irp)
+    assert info.value.parameters[0] == VerifierCode.FREE_IRP_IN_USE
+    assert pool.in_use == (irp,)
+    assert pool.get() is not irp
+
+
+@pytest.mark.anyio
 async def test_close_frees_idle_and_reports_in_use() -> None:
     holder = Holder()
     allocator = IrpAllocator()
