@@ -54,19 +54,20 @@ def cancel_irp(irp: Irp) -> bool:
     try:
         result = routine(device, irp)
     except BaseException as error:
-        _cancel_routine_raised(irp, error)
+        _cancel_routine_raised(irp, index, error)
         raise
     if result is not None:
         _bad_cancel_routine_result(routine, result, irp)
     return True
 
 
-def _cancel_routine_raised(irp: Irp, error: BaseException) -> None:
+def _cancel_routine_raised(irp: Irp, index: int, error: BaseException) -> None:
     # The routine was taken, so nothing else will run it: unless it completed the IRP before
     # raising, airp does, or the IRP would stay pending with nobody to finish it.  If its driver
     # still holds it somewhere and completes it later, that completion is a 0x44 whose message
-    # names this exception.
-    if irp._index > irp.stack_count:
+    # names this exception.  An IRP that moved (its walk ran, or stopped at a caller's
+    # STATUS_MORE_PROCESSING_REQUIRED routine, which now owns it) is no longer the routine's.
+    if irp._index != index:
         return
     irp.cancel_routine = None
     if irp.routine_error is None:

@@ -109,7 +109,13 @@ async def call_driver_with_timeout(
     deadline = anyio.current_time() + seconds if seconds != math.inf else math.inf
     box = _TimedHandback()
     irp.set_completion_routine(_hand_back, box)
-    await call_driver(device, irp)
+    try:
+        await call_driver(device, irp)
+    except BaseException:
+        # As call_driver_and_wait: a lower driver that raised may still hold the IRP.
+        if not box.returned:
+            await wait_after_cancel(box, irp, limit)
+        raise
     if not box.returned:
         event = box.event = anyio.Event()
         try:

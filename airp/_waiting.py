@@ -128,7 +128,17 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     """
     box = _Handback()
     irp.set_completion_routine(_hand_back, box)
-    await call_driver(device, irp)
+    try:
+        await call_driver(device, irp)
+    except BaseException:
+        # The lower driver raised but may still hold the IRP (queued, say): our routine would
+        # stop its walk here with nobody left to finish it.  Get it back first (cancelled,
+        # shielded, bounded), so that the caller's own frame unwinds holding it and call_driver
+        # completes it for the caller.
+        if not box.returned:
+            box.event = anyio.Event()
+            await wait_after_cancel(box.event, irp)
+        raise
     if not box.returned:
         box.event = anyio.Event()
         await _wait_cancelling(box.event, irp)

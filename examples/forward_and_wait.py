@@ -115,11 +115,17 @@ class Encryptor(airp.Driver):
         status = await airp.call_driver(device.lower_device, irp)
         if status == airp.STATUS_PENDING:
             print("  Encryptor: the disk returned STATUS_PENDING; waiting for the completion routine's event")
-            # KeWaitForSingleObject(KernelMode, non-alertable): nothing interrupts this wait, or the
-            # requester's timeout would leave the IRP half-completed below us.  forward_and_wait
-            # (the READ path) does better: it cancels the IRP when the requester's deadline passes.
-            with anyio.CancelScope(shield=True):
+            try:
                 await event.wait()
+            except anyio.get_cancelled_exc_class():
+                # Interrupted (the requester's timeout, say): never leave the IRP below us with
+                # our routine armed and nobody waiting.  Cancel it and wait for it to come back,
+                # as Windows' interrupted wait does; airp then completes it as cancelled for us.
+                # forward_and_wait (the READ path) does all of this itself.
+                airp.cancel_irp(irp)
+                with anyio.CancelScope(shield=True):
+                    await event.wait()
+                raise
         status = airp.NtStatus(irp.status)
         print(f"  Encryptor: the IRP is back at location {irp.current_location} ({status.name}); completing it again")
         airp.complete_request(irp)

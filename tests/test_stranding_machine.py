@@ -29,8 +29,8 @@ is released exactly when the IRP is back, and one with a deadline exactly at the
 the end every handle is closed, nothing is outstanding or disowned, and no warning was emitted
 (no ``DriverCancelTimeoutWarning``: no cancel-wait limit expired).
 
-Two raise points hit airp bugs today and are kept out of the machine by ``World.known_strand``;
-the xfail tests after the machine show them, from the user's side and through the machine.
+Two raise points used to strand IRPs (bugs A and B below, fixed since); the machine arms them like
+the others, and two tests after it keep them from the user's side.
 
 **The examples.**  The five patterns of ``examples/`` with the requester wrapped in
 ``anyio.fail_after`` over a request its bottom driver pends and never completes on its own: the
@@ -137,8 +137,8 @@ class CountingMonitor(IrpMonitor):
 class World:
     """The program's bookkeeping, shared by the drivers and the requesters."""
 
-    def __init__(self, *, known_strands: bool = False) -> None:
-        #: Arm the raise points that strand an IRP in airp today (see the xfail tests below).
+    def __init__(self, *, known_strands: bool = True) -> None:
+        #: Arm the raise points of bugs A and B (fixed; off only to narrow a failure down).
         self.known_strands = known_strands
         self.armed: dict[str, int] = {}
         self.plans: dict[int, Plan] = {}
@@ -150,7 +150,7 @@ class World:
         self.in_cancel_routine = False  # the bottom queue's cancel routine is running
 
     def known_strand(self, point: str, irp: Irp, status: int | None) -> bool:
-        """Whether raising at *point* now hits one of the airp bugs the xfail tests below show.
+        """Whether raising at *point* hits where bugs A or B were (see the tests below).
 
         Both need the upper filter's READ path, whose ``forward_and_wait`` hand-back routine sits
         above the IRP (STATUS_MORE_PROCESSING_REQUIRED stops the completion walk there).
@@ -833,6 +833,8 @@ def test_each_routine_raises_scenario_fires_every_point() -> None:
 
 # Bug A.  A dispatch routine below forward_and_wait (call_driver_and_wait) raises after its IRP
 # was pended (queued by the bottom, or passed down by the middle filter and pended there).  The
+# (Fixed: call_driver_and_wait now gets the IRP back before the exception goes on, and
+# _cancel_routine_raised completes only an IRP still at the routine's location.  As it was:) The
 # exception propagates out of call_driver_and_wait's ``await call_driver(...)`` with its hand-back
 # completion routine still armed on the IRP, through the upper filter's dispatch routine (which no
 # longer holds the IRP, so call_driver does not complete it) to the requester, who is released
@@ -860,7 +862,6 @@ BUG_B = (
 )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_A)
 @pytest.mark.anyio
 @pytest.mark.parametrize("point", ["bottom_after", "middle_after"])
 async def test_a_routine_raising_after_its_irp_pended_below_forward_and_wait_strands_it(
@@ -882,18 +883,15 @@ async def test_a_routine_raising_after_its_irp_pended_below_forward_and_wait_str
         tg.start_soon(requester)
         await wait_until_quiet()
         irp = world.irps[1]
-        assert irp in stack.bottom.queue
-        stack.bottom.complete_oldest()  # the data arrives
-        await wait_until_quiet()
-    # Today the requester already got the MarkerError, before the data arrived, and the walk has
-    # stopped at the upper filter's hand-back routine: nobody will ever complete the IRP.
+    # forward_and_wait got the IRP back (cancelled) before letting the exception out, and the
+    # upper filter's call_driver completed it: nothing is left queued below.
+    assert irp not in stack.bottom.queue
     assert irp.completed, f"{irp!r} is stuck at {irp.current_stack_location.device!r}, whose routine has returned"
     assert isinstance(seen.get("error"), (MarkerError, NtStatusError))
     await handle.close()
     assert stack.io.outstanding_requests() == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_B)
 @pytest.mark.anyio
 @pytest.mark.parametrize("point", ["cancel", "completion"])
 async def test_a_routine_raising_in_a_cancel_below_forward_and_wait_gets_its_irp_completed_twice(
@@ -940,7 +938,6 @@ KNOWN_STRANDS: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the machine's invariants catch bugs A and B (see above)")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("name", sorted(KNOWN_STRANDS))
 def test_the_machine_with_the_known_strands_armed(name: str, backend: str) -> None:
@@ -1089,22 +1086,11 @@ async def test_forward_and_wait_read_times_out_and_the_filter_finishes_it(virtua
         assert io.outstanding_requests() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "examples/forward_and_wait.py's by-hand WRITE waits shielded: the requester's deadline never"
-        " cancels the IRP, so fail_after never fires and the requester waits for the disk forever"
-    ),
-)
 @pytest.mark.anyio
 async def test_forward_and_wait_write_by_hand_times_out_at_the_deadline(virtual_clock: VirtualClock) -> None:
-    # Since commit 5b5cc3b the example's by-hand idiom waits for its event under
-    # CancelScope(shield=True), as a non-alertable KeWaitForSingleObject, so that a requester's
-    # timeout cannot leave the IRP half completed below it.  But nothing turns the requester's
-    # deadline into cancel_irp there, as forward_and_wait does: the IRP is never cancelled, and a
-    # requester over a disk that does not complete the write on its own waits forever, past its
-    # fail_after, with no cancel-wait limit and no warning.
+    # The example's by-hand idiom, interrupted in its wait, cancels the IRP and waits for it to
+    # come back, as Windows' interrupted wait does; the filter is then left holding it and airp
+    # completes it as cancelled.  (A shielded wait, tried once, never let the deadline fire.)
     io, held = filter_over_held(example("forward_and_wait")["Encryptor"]())
     outcome: list[tuple[str, float]] = []
 
