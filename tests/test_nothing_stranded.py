@@ -37,18 +37,22 @@ class BoomError(Exception):
     """What the broken routines in these tests raise."""
 
 
-class Bottom(airp.Driver):
+class Opens(airp.Driver):
+    """Completes CREATE, CLEANUP and CLOSE at once; the tests' drivers add what they test."""
+
+    @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
+    async def open_close(self, device: DeviceObject, irp: Irp) -> int:
+        complete_request(irp, STATUS_SUCCESS, 0)
+        return STATUS_SUCCESS
+
+
+class Bottom(Opens):
     """Pends every read with a cancel routine that completes it as cancelled."""
 
     def __init__(self) -> None:
         super().__init__("bottom")
         self.held: list[Irp] = []
         self.raise_in_cancel = False
-
-    @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-    async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-        complete_request(irp, STATUS_SUCCESS, 0)
-        return STATUS_SUCCESS
 
     @airp.dispatch(IrpMajor.READ)
     async def read(self, device: DeviceObject, irp: Irp) -> int:
@@ -137,12 +141,7 @@ async def test_a_dispatch_routine_cancelled_in_its_own_await_still_completes_its
     is cancelled there, and the IRP it held completes as cancelled instead of being stranded."""
     reached: list[str] = []
 
-    class Slow(airp.Driver):
-        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-        async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-            complete_request(irp, STATUS_SUCCESS, 0)
-            return STATUS_SUCCESS
-
+    class Slow(Opens):
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
             try:
@@ -227,12 +226,7 @@ async def test_an_already_cancelled_requester_sends_nothing(virtual_clock: Virtu
 
 @pytest.mark.anyio
 async def test_a_raising_dispatch_routine_completes_its_irp(virtual_clock: VirtualClock) -> None:
-    class Broken(airp.Driver):
-        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-        async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-            complete_request(irp, STATUS_SUCCESS, 0)
-            return STATUS_SUCCESS
-
+    class Broken(Opens):
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
             raise BoomError("dispatch")
@@ -459,12 +453,7 @@ def test_a_device_name_must_be_a_string() -> None:
 
 @pytest.mark.anyio
 async def test_returning_another_status_than_the_one_completed_with_is_0x224(virtual_clock: VirtualClock) -> None:
-    class Liar(airp.Driver):
-        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-        async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-            complete_request(irp, STATUS_SUCCESS, 0)
-            return STATUS_SUCCESS
-
+    class Liar(Opens):
         @airp.dispatch(IrpMajor.READ)
         async def read(self, device: DeviceObject, irp: Irp) -> int:
             complete_request(irp, STATUS_SUCCESS, 0)
