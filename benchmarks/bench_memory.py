@@ -6,7 +6,7 @@ needed to get them there has been freed, divided by N.  Goal: at most 1 KiB each
 - ``Irp(4)`` as a driver holds it: a bare ``Irp(4)`` (not from the I/O manager) whose creator
   filled the top location, sent down figure (a)'s 4-deep stack (three filters with completion
   routines over a driver that marks it pending and keeps it), so all four locations are in use.
-- Built by the I/O manager: ``airp._requests.build_read_write_request`` (a READ of 0 bytes on a
+- Built by the I/O manager: ``airp._iomanager._requests.build_read_write_request`` (a READ of 0 bytes on a
   buffered-I/O device, so no data buffer counts), sent down the same stack.  This adds the
   ``Overlapped`` request, the IRP's instance dict for its cold fields, the parameters record and
   the (empty) buffers.
@@ -34,7 +34,7 @@ from _common import READ, header, make_sync_stack
 
 import airp
 from airp import STATUS_PENDING, DeviceFlags, DeviceObject, Irp, IrpMajor
-from airp._requests import build_read_write_request
+from airp._iomanager._requests import build_read_write_request
 
 GOAL = 1024
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Ratio, arg_parser, header, interleaved, print_ratios, ratio
 
 import airp
-import airp._iomanager as iomanager
+import airp._iomanager._manager as iomanager
 from airp import STATUS_CONTINUE_COMPLETION, STATUS_SUCCESS, DeviceObject, Irp, IrpMajor, complete_request
 
 

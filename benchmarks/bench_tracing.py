@@ -37,8 +37,8 @@ from _common import (
     sync_runner,
 )
 
-import airp._call
-import airp._completion
+import airp._machine._completion
+import airp._shell._call
 from airp import IrpMonitor
 
 #: Tracing off may cost at most 3%.
@@ -47,8 +47,8 @@ OFF_GOAL = 1.03
 
 def _stack(strip: bool) -> SyncStack:
     stack = make_sync_stack(
-        recompiled(airp._call, "call_driver", strip_monitor=strip),
-        recompiled(airp._completion, "complete_request", strip_monitor=strip),
+        recompiled(airp._shell._call, "call_driver", strip_monitor=strip),
+        recompiled(airp._machine._completion, "complete_request", strip_monitor=strip),
     )
     check_sync_stack(stack)
     return stack

@@ -38,7 +38,7 @@ from airp import (
     pass_down,
     wait_for_irp,
 )
-from airp._device import delete_device
+from airp._machine._device import delete_device
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import airp
-from airp._cli import main
-from airp._demo import run_demo
+from airp._tools._cli import main
+from airp._tools._demo import run_demo
 
 
 @pytest.mark.anyio

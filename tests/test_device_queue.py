@@ -126,7 +126,7 @@ def test_device_queue_is_sans_io() -> None:
         "spec = importlib.util.find_spec('airp')\n"
         "package = types.ModuleType('airp'); package.__path__ = list(spec.submodule_search_locations)\n"
         "sys.modules['airp'] = package\n"
-        "from airp._devqueue import DeviceQueue\n"
+        "from airp._machine._devqueue import DeviceQueue\n"
         "q = DeviceQueue(); q.insert(1); q.insert_by_key(2, 5); assert q.remove() == 2\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'anyio', 'trio', 'sniffio', 'asyncio'})))\n"
     )

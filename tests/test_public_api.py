@@ -22,7 +22,7 @@ PROJECT_DIR = PACKAGE_DIR.parent
 #: Documented public submodules (DESIGN layer 4: ``airp.testing``), plus ``python -m airp``.
 PUBLIC_SUBMODULES = {"__init__", "__main__", "testing"}
 #: The sans-I/O machine (DESIGN layer 1) named by the issue.
-SANS_IO_MODULES = ["airp._irp", "airp._completion", "airp._status", "airp._codes", "airp._bugcheck"]
+SANS_IO_MODULES = ["airp._machine._irp", "airp._machine._completion", "airp._machine._status", "airp._machine._codes", "airp._machine._bugcheck"]
 ASYNC_LIBRARIES = {"anyio", "trio", "sniffio", "asyncio"}
 
 
@@ -69,8 +69,8 @@ def test_public_classes_and_functions_are_documented(module: str, name: str, asn
 
 def test_private_modules_are_underscored() -> None:
     """DESIGN: private modules are underscore-prefixed; only documented submodules are public."""
-    entries = {p.stem for p in PACKAGE_DIR.glob("*.py")} | {
-        p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    entries = {p.stem for p in PACKAGE_DIR.rglob("*.py")} | {
+        p.name for p in PACKAGE_DIR.rglob("*") if p.is_dir() and (p / "__init__.py").exists()
     }
     public = {name for name in entries if not name.startswith("_")} | (entries & {"__init__", "__main__"})
     assert public <= PUBLIC_SUBMODULES, f"public modules not documented as such: {sorted(public - PUBLIC_SUBMODULES)}"
@@ -113,10 +113,10 @@ spec = importlib.util.find_spec("airp")
 package = types.ModuleType("airp")
 package.__path__ = list(spec.submodule_search_locations)
 sys.modules["airp"] = package
-import {", ".join(SANS_IO_MODULES)}, airp._cancel
-from airp._irp import Irp
-from airp._completion import complete_request
-from airp._status import STATUS_SUCCESS, STATUS_CONTINUE_COMPLETION
+import {", ".join(SANS_IO_MODULES)}, airp._machine._cancel
+from airp._machine._irp import Irp
+from airp._machine._completion import complete_request
+from airp._machine._status import STATUS_SUCCESS, STATUS_CONTINUE_COMPLETION
 irp = Irp(2)
 irp.set_completion_routine(lambda device, irp, context: STATUS_CONTINUE_COMPLETION)
 irp.set_next_stack_location()

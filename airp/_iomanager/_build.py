@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ._allocation import (
+from .._machine._allocation import (
     _ORIGIN_NAMES,
     IrpAllocator,
     _allocate,
@@ -33,12 +33,12 @@ from ._allocation import (
     _freed_by_io_manager,
     _Origin,
 )
-from ._codes import IrpMajor
-from ._device import DeviceObject
-from ._irp import Irp
-from ._requester import charge_to_current_task
+from .._machine._codes import IrpMajor
+from .._machine._device import DeviceObject
+from .._machine._irp import Irp
+from .._machine._status import STATUS_NOT_SUPPORTED
+from .._shell._requester_cancel import charge_to_current_task
 from ._requests import Overlapped, build_device_control_request, build_read_write_request, count_result
-from ._status import STATUS_NOT_SUPPORTED
 
 __all__ = [
     "build_asynchronous_fsd_request",

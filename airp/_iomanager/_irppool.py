@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ._allocation import (
+from .._machine._allocation import (
     _CREATOR,
     _FREED,
     _KIND,
@@ -35,10 +35,10 @@ from ._allocation import (
     free_irp,
     send_irp,
 )
-from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._device import DeviceObject
-from ._irp import Irp
-from ._status import STATUS_SUCCESS, NtStatus
+from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from .._machine._device import DeviceObject
+from .._machine._irp import Irp
+from .._machine._status import STATUS_SUCCESS, NtStatus
 
 __all__ = ["IrpPool", "IrpPoolReport", "IrpPoolStatistics"]
 

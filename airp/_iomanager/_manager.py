@@ -11,15 +11,16 @@ import anyio
 import anyio.lowlevel
 from anyio import current_effective_deadline
 
-from ._call import call_driver
-from ._cancel import cancel_irp
-from ._codes import DeviceFlags, IrpMajor
-from ._device import DeviceObject, delete_device, get_attached_device
-from ._driver import Driver
-from ._errors import NtStatusError
-from ._file import FileObject
-from ._irp import Irp
-from ._requester import (
+from .._machine._cancel import cancel_irp
+from .._machine._codes import DeviceFlags, IrpMajor
+from .._machine._device import DeviceObject, delete_device, get_attached_device
+from .._machine._driver import Driver
+from .._machine._errors import NtStatusError
+from .._machine._file import FileObject
+from .._machine._irp import Irp
+from .._machine._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
+from .._shell._call import call_driver
+from .._shell._requester_cancel import (
     _disown,
     call_driver_for_requester,
     cancel_and_wait,
@@ -27,6 +28,7 @@ from ._requester import (
     get_cancel_wait_limit,
     is_disowned,
 )
+from .._tools._tracing import IrpMonitor
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -34,8 +36,6 @@ from ._requests import (
     check_returned_status,
     count_result,
 )
-from ._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
-from ._tracing import IrpMonitor
 
 __all__ = ["FileHandle", "IoManager"]
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._codes import DeviceFlags, IrpFlags, IrpMajor, TransferMethod
-from ._device import DeviceObject
-from ._errors import NtStatusError
-from ._file import FileObject
-from ._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
-from ._requester import release_from_task
-from ._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
+from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from .._machine._codes import DeviceFlags, IrpFlags, IrpMajor, TransferMethod
+from .._machine._device import DeviceObject
+from .._machine._errors import NtStatusError
+from .._machine._file import FileObject
+from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
+from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
+from .._shell._requester_cancel import release_from_task
 
 __all__ = ["Overlapped", "build_device_control_request", "build_read_write_request"]
 

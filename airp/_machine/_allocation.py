@@ -41,15 +41,15 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from .._shell._call import call_driver
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._call import call_driver
 from ._codes import IrpFlags
 from ._device import DeviceObject
 from ._irp import MAX_STACK_SIZE, Irp
 from ._status import STATUS_SUCCESS, NtStatus
 
 if TYPE_CHECKING:
-    from ._tracing import IrpMonitor
+    from .._tools._tracing import IrpMonitor
 
 __all__ = [
     "LOOKASIDE_MAX_LOCATIONS",

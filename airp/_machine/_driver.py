@@ -102,7 +102,7 @@ class Driver:
         return STATUS_INVALID_DEVICE_REQUEST
 
     async def _pass_down(self, device: DeviceObject, irp: Irp) -> int:
-        from ._call import pass_down
+        from .._shell._call import pass_down
 
         return await pass_down(device, irp)
 

@@ -22,9 +22,9 @@ from ._codes import IrpMajor, StackControl
 from ._status import STATUS_SUCCESS, IoStatus, NtStatus
 
 if TYPE_CHECKING:
+    from .._tools._tracing import IrpMonitor
     from ._device import DeviceObject
     from ._file import FileObject
-    from ._tracing import IrpMonitor
 
 __all__ = [
     "CancelRoutine",
@@ -71,7 +71,7 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
     # Awaiting an IRP in flight is the async shell's business (airp._waiting): imported on first
     # use, so that this module stays free of anyio, then called directly.
     global _await_pending
-    from ._waiting import _await_pending as await_pending
+    from .._shell._waiting import _await_pending as await_pending
 
     _await_pending = await_pending
     return await_pending(irp)

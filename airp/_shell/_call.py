@@ -8,12 +8,12 @@ event loop ever running.
 
 from __future__ import annotations
 
-from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._codes import IrpMajor
-from ._completion import complete_request
-from ._device import DeviceObject
-from ._irp import _UNUSED, Irp, IrpStateError, StackLocation
-from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
+from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from .._machine._codes import IrpMajor
+from .._machine._completion import complete_request
+from .._machine._device import DeviceObject
+from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
+from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
 
 _DELETE_PENDING_MAJORS = frozenset((IrpMajor.CLEANUP, IrpMajor.CLOSE))
 

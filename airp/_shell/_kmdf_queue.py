@@ -41,21 +41,13 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._bugcheck import BugCheck
-from ._codes import StackControl
-from ._completion import complete_request
-from ._device import DeviceObject
-from ._file import FileObject
-from ._irp import CancelRoutine, Irp, IrpStateError
-from ._startio import (
-    DeviceState,
-    RoutineFailure,
-    _Hold,
-    _KeepFirst,
-    _QueueBase,
-    device_tasks,
-)
-from ._status import (
+from .._machine._bugcheck import BugCheck
+from .._machine._codes import StackControl
+from .._machine._completion import complete_request
+from .._machine._device import DeviceObject
+from .._machine._file import FileObject
+from .._machine._irp import CancelRoutine, Irp, IrpStateError
+from .._machine._status import (
     STATUS_CANCELLED,
     STATUS_INTERNAL_ERROR,
     STATUS_INVALID_DEVICE_REQUEST,
@@ -64,6 +56,14 @@ from ._status import (
     STATUS_SUCCESS,
     STATUS_WDF_BUSY,
     NtStatus,
+)
+from ._startio import (
+    DeviceState,
+    RoutineFailure,
+    _Hold,
+    _KeepFirst,
+    _QueueBase,
+    device_tasks,
 )
 
 __all__ = ["DispatchType", "IoHandler", "IoQueue", "QueueState", "Request"]

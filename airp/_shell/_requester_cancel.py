@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from .._machine._cancel import cancel_irp
+from .._machine._errors import NtStatusError
+from .._machine._irp import Irp
+from .._machine._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
 from ._call import call_driver
-from ._cancel import cancel_irp
-from ._errors import NtStatusError
-from ._irp import Irp
-from ._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
 
 if TYPE_CHECKING:
-    from ._device import DeviceObject
-    from ._file import FileObject
+    from .._machine._device import DeviceObject
+    from .._machine._file import FileObject
 
 __all__ = [
     "DEFAULT_CANCEL_WAIT_LIMIT",

@@ -61,14 +61,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._bugcheck import BugCheck
-from ._cancel import cancel_irp
-from ._completion import complete_request
-from ._device import DeviceObject
-from ._devqueue import DeviceQueue, DeviceQueueError, _check_key
-from ._irp import CancelRoutine, Irp
-from ._requester import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
-from ._status import (
+from .._machine._bugcheck import BugCheck
+from .._machine._cancel import cancel_irp
+from .._machine._completion import complete_request
+from .._machine._device import DeviceObject
+from .._machine._devqueue import DeviceQueue, DeviceQueueError, _check_key
+from .._machine._irp import CancelRoutine, Irp
+from .._machine._status import (
     STATUS_CANCELLED,
     STATUS_DEVICE_NOT_READY,
     STATUS_INTERNAL_ERROR,
@@ -76,9 +75,10 @@ from ._status import (
     STATUS_PENDING,
     NtStatus,
 )
+from ._requester_cancel import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
 
 if TYPE_CHECKING:
-    from ._dispatchqueue import IoQueue, Request
+    from ._kmdf_queue import IoQueue, Request
 
 __all__ = [
     "DeviceRoutineError",

@@ -13,10 +13,11 @@ import math
 
 import anyio
 
+from .._machine._device import DeviceObject
+from .._machine._irp import Irp, _io_status
+from .._machine._status import STATUS_CANCELLED, STATUS_IO_TIMEOUT, STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 from ._call import call_driver
-from ._device import DeviceObject
-from ._irp import Irp, _io_status
-from ._requester import (
+from ._requester_cancel import (
     DriverCancelTimeoutError,
     _check_limit,
     get_cancel_wait_limit,
@@ -24,7 +25,6 @@ from ._requester import (
     requester_gave_up,
     wait_after_cancel,
 )
-from ._status import STATUS_CANCELLED, STATUS_IO_TIMEOUT, STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 
 __all__ = ["call_driver_with_timeout", "check_timeout", "forward_with_timeout"]
 

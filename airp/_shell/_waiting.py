@@ -20,11 +20,11 @@ from typing import Any
 
 import anyio
 
+from .._machine._device import DeviceObject
+from .._machine._irp import Irp, _io_status, _new_tuple
+from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 from ._call import call_driver
-from ._device import DeviceObject
-from ._irp import Irp, _io_status, _new_tuple
-from ._requester import requester_gave_up, wait_after_cancel
-from ._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
+from ._requester_cancel import requester_gave_up, wait_after_cancel
 
 __all__ = ["call_driver_and_wait", "forward_and_wait", "wait_for_irp"]
 

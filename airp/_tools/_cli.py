@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from . import __version__
+from .._iomanager._plugins import available_drivers
+from .._version import __version__
 from ._demo import run_demo
-from ._plugins import available_drivers
 
 __all__ = ["main"]
 

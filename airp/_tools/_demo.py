@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import anyio
 
-from ._codes import DeviceFlags
-from ._device import attach_device
-from ._errors import NtStatusError
-from ._iomanager import FileHandle, IoManager
-from ._plugins import load_driver
+from .._iomanager._manager import FileHandle, IoManager
+from .._iomanager._plugins import load_driver
+from .._machine._codes import DeviceFlags
+from .._machine._device import attach_device
+from .._machine._errors import NtStatusError
 from ._tracing import IrpMonitor, TraceRecord
 
 __all__ = ["run_demo"]

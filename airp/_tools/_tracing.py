@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._codes import IrpMajor
-from ._status import STATUS_PENDING, NtStatus
+from .._machine._codes import IrpMajor
+from .._machine._status import STATUS_PENDING, NtStatus
 
 if TYPE_CHECKING:
-    from ._device import DeviceObject
-    from ._irp import Irp
+    from .._machine._device import DeviceObject
+    from .._machine._irp import Irp
 
 __all__ = ["IrpMonitor", "TraceLogger", "TraceRecord", "format_trace"]
 
