@@ -144,6 +144,9 @@ _ROUTINE: Final = "_airp_routine"
 _MASTER: Final = "_airp_master"
 _CREATOR: Final = "_airp_creator"
 
+# In the master's instance dict: its associated IRPs that have not completed (insertion-ordered).
+_OUTSTANDING: Final = "_airp_associated_irps"
+
 
 def _kind(irp: Irp) -> _Kind | None:
     kind: _Kind | None = irp.__dict__.get(_KIND)
@@ -652,6 +655,16 @@ def _freed_by_io_manager(irp: Irp) -> None:
         kind.allocator._released_by_io_manager()
 
 
+def _forget(irp: Irp) -> None:
+    """Take *irp* off its master's list of outstanding associated IRPs."""
+    master: Irp | None = irp.__dict__.pop(_MASTER, None)
+    if master is None:
+        return
+    outstanding: dict[Irp, None] | None = master.__dict__.get(_OUTSTANDING)
+    if outstanding is not None:
+        outstanding.pop(irp, None)
+
+
 # -- freeing and reusing ------------------------------------------------------------------------------
 
 _INVOKE_BITS: Final = 0xE0
@@ -803,8 +816,6 @@ def _check_free(irp: Irp, kind: _Kind | None) -> _Kind:
     if irp.cancel_routine is not None or _in_use(irp):
         raise _in_use_error(irp, "free_irp", VerifierCode.FREE_IRP_IN_USE, "free it in its completion routine, or after it has been handed back")
     if origin == _Origin.ASSOCIATED:
-        from ._associated import _forget
-
         _forget(irp)
     return kind
 

@@ -23,9 +23,16 @@ separate fields, but refuses an associated IRP as a master all the same.
 
 from __future__ import annotations
 
-from typing import Final
-
-from ._allocation import _MASTER, IrpAllocator, _allocate, _freed_by_io_manager, _Origin, free_irp
+from ._allocation import (
+    _MASTER,
+    _OUTSTANDING,
+    IrpAllocator,
+    _allocate,
+    _forget,
+    _freed_by_io_manager,
+    _Origin,
+    free_irp,
+)
 from ._bugcheck import BugCheck, BugCheckCode
 from ._cancel import cancel_irp
 from ._codes import IrpFlags
@@ -39,9 +46,6 @@ __all__ = [
     "make_associated_irp",
     "make_associated_irps",
 ]
-
-# In the master's instance dict: its associated IRPs that have not completed (insertion-ordered).
-_OUTSTANDING: Final = "_airp_associated_irps"
 
 
 def _check_master(master: object) -> Irp:
@@ -161,16 +165,6 @@ def arm_master_cancel(master: Irp) -> None:
     if master.cancel and master.set_cancel_routine(None) is not None:
         index = master._index
         cancel_associated_irps(master._stack[index].device if index < master.stack_count else None, master)
-
-
-def _forget(irp: Irp) -> None:
-    """Take *irp* off its master's list of outstanding associated IRPs."""
-    master: Irp | None = irp.__dict__.pop(_MASTER, None)
-    if master is None:
-        return
-    outstanding: dict[Irp, None] | None = master.__dict__.get(_OUTSTANDING)
-    if outstanding is not None:
-        outstanding.pop(irp, None)
 
 
 def _associated_final_stage(irp: Irp) -> None:
