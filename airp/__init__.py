@@ -26,7 +26,6 @@ from ._machine._allocation import SimulatedFailure as SimulatedFailure
 from ._machine._allocation import allocate_irp as allocate_irp
 from ._machine._allocation import free_irp as free_irp
 from ._machine._allocation import reuse_irp as reuse_irp
-from ._machine._allocation import send_irp as send_irp
 from ._machine._associated import arm_master_cancel as arm_master_cancel
 from ._machine._associated import associated_irps as associated_irps
 from ._machine._associated import cancel_associated_irps as cancel_associated_irps
@@ -124,6 +123,7 @@ from ._shell._requester_cancel import get_cancel_wait_limit as get_cancel_wait_l
 from ._shell._requester_cancel import is_disowned as is_disowned
 from ._shell._requester_cancel import set_cancel_wait_limit as set_cancel_wait_limit
 from ._shell._requester_cancel import task_io as task_io
+from ._shell._send import send_irp as send_irp
 from ._shell._startio import DeviceRoutineError as DeviceRoutineError
 from ._shell._startio import DeviceState as DeviceState
 from ._shell._startio import DeviceTasks as DeviceTasks

@@ -33,12 +33,12 @@ from .._machine._allocation import (
     _reset,
     _reusable,
     free_irp,
-    send_irp,
 )
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp
 from .._machine._status import STATUS_SUCCESS, NtStatus
+from .._shell._send import send_irp
 
 __all__ = ["IrpPool", "IrpPoolReport", "IrpPoolStatistics"]
 

@@ -9,7 +9,8 @@ STATUS_MORE_PROCESSING_REQUIRED, and then frees or reuses them.  This module giv
   for two to eight locations), with statistics and a low-resources simulation;
 - :func:`free_irp` (``IoFreeIrp``) and :func:`reuse_irp` (``IoReuseIrp``), with the preconditions
   of 2.3 and 2.4 checked and reported as the bug checks Driver Verifier raises;
-- :func:`send_irp`: :func:`~airp.call_driver` plus the StackSize rule of reference 8.3;
+- (in the async shell, ``airp._shell._send``) :func:`~airp.send_irp`: :func:`~airp.call_driver` plus
+  the StackSize rule of reference 8.3;
 - the rule of 5.8: a driver-allocated IRP whose completion walk reaches the top (its creator's
   completion routine did not return STATUS_MORE_PROCESSING_REQUIRED, or there was none) raises
   bug check 0x2A at that moment, instead of being "delivered" to a requester it does not have.
@@ -41,7 +42,6 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from .._shell._call import call_driver
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import IrpFlags
 from ._device import DeviceObject
@@ -62,7 +62,6 @@ __all__ = [
     "allocate_irp",
     "free_irp",
     "reuse_irp",
-    "send_irp",
 ]
 
 #: IRPs of up to this many locations come from the lookaside lists (``IopLargeIrpStackLocations``).
@@ -882,56 +881,4 @@ def _reusable(irp: Irp, what: str) -> _Kind:
     if irp.cancel_routine is not None or _in_use(irp):
         raise _in_use_error(irp, what, VerifierCode.REINITIALIZE_IRP_IN_USE, "reuse it in its completion routine, or after it has been handed back")
     return kind
-
-
-# -- sending --------------------------------------------------------------------------------------------
-
-
-async def send_irp(device: DeviceObject, irp: Irp) -> NtStatus:
-    """:func:`~airp.call_driver` for an IRP the driver created, with the StackSize rule checked first.
-
-    An IRP for *device* needs at least ``device.stack_size`` locations below its sender's (reference
-    8.3).  :func:`~airp.call_driver` notices only when the last location is used up (bug check
-    0x35, deep in another driver's stack); this check fails at the send, naming both sizes.  It is
-    what Driver Verifier's 0x208 ("this IRP is about to run out of stack locations; someone may
-    have forwarded it from another stack") reports, raised before the IRP leaves its creator.
-
-    On cancellation: as :func:`~airp.call_driver` (this call adds no checkpoint).
-
-    :returns: the status the dispatch routine of *device* returned.
-    :raises BugCheck: 0xC9 / 0x208 if *irp* has fewer locations left than *device* needs; 0xC9 / 0x03
-        if *irp* has been freed; and whatever :func:`~airp.call_driver` raises.
-    """
-    if isinstance(device, DeviceObject) and isinstance(irp, Irp):
-        available = irp._index
-        if available < device.stack_size:
-            raise BugCheck(
-                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                f"{irp!r} has {available} stack location(s) left below its sender, but {device!r} needs"
-                f" {device.stack_size} (its stack_size): allocate IRPs for a target with at least the"
-                " target's stack_size, one more if the sender keeps a location of its own",
-                parameters=(VerifierCode.STACK_LOCATIONS_RUNNING_OUT, irp, device.stack_size, available),
-                irp=irp,
-                device=device,
-                driver=device.driver,
-            )
-        d = irp.__dict__
-        if _KIND in d:
-            if _FREED in d:
-                raise BugCheck(
-                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    f"send_irp with {irp!r}, which has been freed: a freed IRP is no longer an IRP",
-                    parameters=(VerifierCode.CALL_DRIVER_NON_IRP, irp, 0, 0),
-                    irp=irp,
-                    device=device,
-                )
-            if available:
-                d[_ROUTINE] = irp._stack[available - 1].completion_routine
-        # A driver's own IRP (a bare Irp(n) too): the sender's location is the creator's, unless
-        # a driver below forwards the IRP on (from a lower location), so the highest one seen is
-        # the creator's, which free_irp and reuse_irp judge "in use" against.
-        own = _KIND in d or (irp._final_stage is None and irp.master_irp is None)
-        if own and d.get(_CREATOR, -1) < available:
-            d[_CREATOR] = available
-    return await call_driver(device, irp)
 
