@@ -1,8 +1,9 @@
 """The IRP, its stack locations and the stack-location macros (reference sections 1, 4).
 
 This module is part of the sans-I/O machine: it imports no event loop library.  Only awaiting a
-pended IRP reaches into the async shell (``airp._waiting``), and it does so lazily, so an IRP can be
-built, sent through synchronous test doubles and completed without any event loop.
+pended IRP needs the async shell, which installs its waiter here when it is imported
+(``airp._shell._waiting``), so an IRP can be built, sent through synchronous test doubles and
+completed without any event loop.
 
 Geometry (reference 1.3).  An IRP with ``stack_count`` locations numbers them 1..stack_count.
 ``current_location`` starts at ``stack_count + 1`` ("no current location": the IRP belongs to its
@@ -67,14 +68,24 @@ def _io_status(status: int, information: int) -> IoStatus:
     return _new_tuple(IoStatus, (status, information))
 
 
-def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
-    # Awaiting an IRP in flight is the async shell's business (airp._waiting): imported on first
-    # use, so that this module stays free of anyio, then called directly.
-    global _await_pending
-    from .._shell._waiting import _await_pending as await_pending
+def _no_waiter(irp: Irp) -> Generator[Any, None, IoStatus]:
+    # Runs only where no async shell was imported: the machine alone cannot wait.
+    raise RuntimeError(
+        f"cannot await {irp!r}: it is still pending, and waiting for a pending IRP is the async shell's"
+        " job; import airp (or airp._shell._waiting), which installs the waiter"
+    )
 
-    _await_pending = await_pending
-    return await_pending(irp)
+
+#: What ``await irp`` runs for an IRP in flight (Irp.__await__: ``yield from _await_pending(irp)``).
+#: Waiting is the async shell's business: importing airp._shell._waiting installs its waiter here
+#: (_install_pending_waiter), which Irp.__await__ then calls directly; until then, _no_waiter.
+_await_pending: Callable[[Irp], Generator[Any, None, IoStatus]] = _no_waiter
+
+
+def _install_pending_waiter(waiter: Callable[[Irp], Generator[Any, None, IoStatus]]) -> None:
+    """The async shell's hook: ``await irp`` on a pending IRP runs ``yield from waiter(irp)``."""
+    global _await_pending
+    _await_pending = waiter
 
 
 #: CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR: code that cannot run synchronously.

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from .._machine._device import DeviceObject
-from .._machine._irp import Irp, _io_status, _new_tuple
+from .._machine._irp import Irp, _install_pending_waiter, _io_status, _new_tuple
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 from ._call import call_driver
 from ._requester_cancel import requester_gave_up, wait_after_cancel
@@ -90,6 +90,10 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
 # The same function, flagged so that coroutines can await what it returns (types.coroutine marks
 # the generator function in place).
 _awaitable_pending: Callable[[Irp], Awaitable[IoStatus]] = types.coroutine(_await_pending)
+
+# Irp.__await__ on a pending IRP runs _await_pending: the machine cannot import the shell, so the
+# shell installs it there when it is imported.
+_install_pending_waiter(_await_pending)
 
 
 class _Handback:
