@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import DeviceFlags
+from ._driver import Driver
 from ._errors import NtStatusError
 from ._status import STATUS_NO_SUCH_DEVICE
-
-if TYPE_CHECKING:
-    from ._driver import Driver
 
 _INHERITED_FLAGS = DeviceFlags.BUFFERED_IO | DeviceFlags.DIRECT_IO | DeviceFlags.POWER_PAGABLE
 
@@ -58,8 +56,6 @@ class DeviceObject:
         flags: int = 0,
         extension: Any = None,
     ) -> None:
-        from ._driver import Driver
-
         if not isinstance(driver, Driver):
             raise TypeError(f"a device needs a Driver instance, got {type(driver).__name__} {driver!r}")
         if name is not None and (not isinstance(name, str) or not name):

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ._codes import MAJOR_FUNCTION_COUNT, IrpMajor
+from ._completion import complete_request
+from ._status import STATUS_INVALID_DEVICE_REQUEST
 
 if TYPE_CHECKING:
     from ._device import DeviceObject
@@ -20,6 +22,25 @@ __all__ = ["DispatchRoutine", "Driver", "dispatch"]
 DispatchRoutine = Callable[["DeviceObject", "Irp"], Awaitable[int]]
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[int]])
+
+
+async def _no_pass_down(device: DeviceObject, irp: Irp) -> int:
+    # Runs only where no async shell was imported: the machine alone cannot send an IRP on.
+    raise RuntimeError(
+        f"{device.driver!r} cannot pass {irp!r} down: sending an IRP to the device below is the async"
+        " shell's job; import airp (or airp._shell._call), which installs pass_down"
+    )
+
+
+#: What a pass-through driver's default dispatch routine awaits: the async shell's ``pass_down``,
+#: which airp._shell._call installs here when it is imported (_install_pass_down).
+_shell_pass_down: DispatchRoutine = _no_pass_down
+
+
+def _install_pass_down(routine: DispatchRoutine) -> None:
+    """The async shell's hook: a pass-through driver passes unhandled IRPs down with *routine*."""
+    global _shell_pass_down
+    _shell_pass_down = routine
 
 
 def dispatch(*majors: IrpMajor | int) -> Callable[[_F], _F]:
@@ -95,16 +116,11 @@ class Driver:
         self.major_function[code] = routine
 
     async def _invalid_device_request(self, device: DeviceObject, irp: Irp) -> int:
-        from ._completion import complete_request
-        from ._status import STATUS_INVALID_DEVICE_REQUEST
-
         complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0)
         return STATUS_INVALID_DEVICE_REQUEST
 
     async def _pass_down(self, device: DeviceObject, irp: Irp) -> int:
-        from .._shell._call import pass_down
-
-        return await pass_down(device, irp)
+        return await _shell_pass_down(device, irp)
 
     def __repr__(self) -> str:
         return f"<Driver {self.name}>"

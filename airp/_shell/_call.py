@@ -12,6 +12,7 @@ from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import IrpMajor
 from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
+from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
 from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
 
@@ -146,6 +147,11 @@ async def pass_down(device: DeviceObject, irp: Irp) -> NtStatus:
         raise IrpStateError(f"cannot pass {irp!r} down: {device!r} is not attached to a lower device")
     irp.skip_current_stack_location()
     return await call_driver(lower, irp)
+
+
+# A pass-through Driver's default dispatch routine passes IRPs down with pass_down: the machine
+# cannot import the shell, so the shell installs it there when it is imported.
+_install_pass_down(pass_down)
 
 
 def _bad_device(device: object, irp: Irp) -> None:
