@@ -18,6 +18,7 @@ from .._machine._driver import Driver
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import Irp
+from .._machine._monitor import MonitorHooks
 from .._machine._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
 from .._shell._call import call_driver
 from .._shell._requester_cancel import (
@@ -28,7 +29,6 @@ from .._shell._requester_cancel import (
     get_cancel_wait_limit,
     is_disowned,
 )
-from .._tools._tracing import IrpMonitor
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -53,7 +53,7 @@ class IoManager:
         ``None`` for no tracing (the default; costs one ``is None`` test per layer).
     """
 
-    def __init__(self, *, monitor: IrpMonitor | None = None) -> None:
+    def __init__(self, *, monitor: MonitorHooks | None = None) -> None:
         self.monitor = monitor
         self._names: dict[str, DeviceObject] = {}
         # The file objects requests were sent for, until they are closed with none left in flight.

@@ -49,7 +49,7 @@ from ._irp import MAX_STACK_SIZE, Irp
 from ._status import STATUS_SUCCESS, NtStatus
 
 if TYPE_CHECKING:
-    from .._tools._tracing import IrpMonitor
+    from ._monitor import MonitorHooks
 
 __all__ = [
     "LOOKASIDE_MAX_LOCATIONS",
@@ -429,7 +429,7 @@ class IrpAllocator:
         small_depth: int = 64,
         large_depth: int = 64,
         low_resources: LowResourcesSimulation | None = None,
-        monitor: IrpMonitor | None = None,
+        monitor: MonitorHooks | None = None,
     ) -> None:
         self._small = _Lookaside("small", _check_depth(small_depth, "small_depth"))
         self._large = _Lookaside("large", _check_depth(large_depth, "large_depth"))

@@ -23,9 +23,9 @@ from ._codes import IrpMajor, StackControl
 from ._status import STATUS_SUCCESS, IoStatus, NtStatus
 
 if TYPE_CHECKING:
-    from .._tools._tracing import IrpMonitor
     from ._device import DeviceObject
     from ._file import FileObject
+    from ._monitor import MonitorHooks
 
 __all__ = [
     "CancelRoutine",
@@ -314,7 +314,7 @@ class Irp:
         self.master_irp: Irp | None = None
         self._waiter: _Waker | None = None
         self._final_stage: Callable[[Irp], None] | None = None
-        self._monitor: IrpMonitor | None = None
+        self._monitor: MonitorHooks | None = None
         self.flags = 0
         self.file_object = None
         self.system_buffer = None
