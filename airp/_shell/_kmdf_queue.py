@@ -57,7 +57,7 @@ from .._machine._status import (
     STATUS_WDF_BUSY,
     NtStatus,
 )
-from ._startio import (
+from ._device_tasks import (
     DeviceState,
     RoutineFailure,
     _Hold,
