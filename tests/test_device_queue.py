@@ -3,10 +3,6 @@ against a reference model that follows the reference text literally."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -117,21 +113,6 @@ def test_mixed_plain_and_keyed_inserts_follow_the_scan_rules() -> None:
     assert list(q) == ["k20", "k50", "plain", "k30"]
     assert q.remove_by_key(25) == "k50"  # the first entry (from the head) with a key >= 25
     assert q.remove_by_key(31) == "k20"  # none >= 31 left: the head
-
-
-def test_device_queue_is_sans_io() -> None:
-    """DESIGN layer 1: the device queue imports no event-loop library."""
-    code = (
-        "import importlib.util, json, sys, types\n"
-        "spec = importlib.util.find_spec('airp')\n"
-        "package = types.ModuleType('airp'); package.__path__ = list(spec.submodule_search_locations)\n"
-        "sys.modules['airp'] = package\n"
-        "from airp._machine._devqueue import DeviceQueue\n"
-        "q = DeviceQueue(); q.insert(1); q.insert_by_key(2, 5); assert q.remove() == 2\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'anyio', 'trio', 'sniffio', 'asyncio'})))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 # -- bad input ----------------------------------------------------------------------------------

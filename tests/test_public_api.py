@@ -1,5 +1,6 @@
-"""The public surface: re-exports, private modules, typing marker, and the sans-I/O rule (DESIGN "Layers"
-and "Rules")."""
+"""The public surface: re-exports, private modules and the typing marker (DESIGN "Rules").
+
+The sans-I/O rule (DESIGN "Layers") is checked by test_sans_io.py and test_layering.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import ast
 import importlib.metadata
 import importlib.resources
 import inspect
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +19,6 @@ PACKAGE_DIR = Path(airp.__file__).parent
 PROJECT_DIR = PACKAGE_DIR.parent
 #: Documented public submodules (DESIGN layer 4: ``airp.testing``), plus ``python -m airp``.
 PUBLIC_SUBMODULES = {"__init__", "__main__", "testing"}
-#: The sans-I/O machine (DESIGN layer 1) named by the issue.
-SANS_IO_MODULES = ["airp._machine._irp", "airp._machine._completion", "airp._machine._status", "airp._machine._codes", "airp._machine._bugcheck"]
-ASYNC_LIBRARIES = {"anyio", "trio", "sniffio", "asyncio"}
 
 
 def reexports() -> list[tuple[str, str, str]]:
@@ -87,44 +82,5 @@ def test_package_ships_py_typed() -> None:
 def test_version_matches_the_distribution() -> None:
     """The version in airp.__version__ is the installed distribution's."""
     assert airp.__version__ == importlib.metadata.version("airp")
-
-
-def run_python(code: str) -> list[str]:
-    """Run *code* in a fresh interpreter; it prints a JSON list of module names."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=PROJECT_DIR)
-    assert result.returncode == 0, result.stderr
-    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
-    return loaded
-
-
-CHECK_LOADED = f"""
-import json, sys
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {sorted(ASYNC_LIBRARIES)!r})))
-"""
-
-
-def test_sans_io_modules_import_no_event_loop_library() -> None:
-    """DESIGN layer 1: the IRP machine imports no anyio.  Checked module by module: the package's
-    ``__init__`` is replaced by an empty package so only these modules' own imports count, and a
-    request is completed through them to show they work alone."""
-    code = f"""
-import importlib.util, sys, types
-spec = importlib.util.find_spec("airp")
-package = types.ModuleType("airp")
-package.__path__ = list(spec.submodule_search_locations)
-sys.modules["airp"] = package
-import {", ".join(SANS_IO_MODULES)}, airp._machine._cancel
-from airp._machine._irp import Irp
-from airp._machine._completion import complete_request
-from airp._machine._status import STATUS_SUCCESS, STATUS_CONTINUE_COMPLETION
-irp = Irp(2)
-irp.set_completion_routine(lambda device, irp, context: STATUS_CONTINUE_COMPLETION)
-irp.set_next_stack_location()
-irp.set_next_stack_location()
-irp.mark_pending()
-complete_request(irp, STATUS_SUCCESS, 1)
-assert irp.completed and irp.pending_returned
-{CHECK_LOADED}"""
-    assert run_python(code) == []
 
 
