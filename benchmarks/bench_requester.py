@@ -1,6 +1,6 @@
 """What the requester's boundary costs: ``FileHandle.read`` with and without it, in one process.
 
-Issue 8 put a boundary between a requester and the drivers (``airp._requester``): the requester's
+Issue 8 put a boundary between a requester and the drivers (``airp._shell._requester_cancel``): the requester's
 effective deadline is read before each request, and, when it is finite, kept in a context variable
 while the dispatch chain runs, so that airp's waits can turn the requester's cancellation into
 ``cancel_irp``.  This measures that against the same ``read`` with the boundary bypassed (the

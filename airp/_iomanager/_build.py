@@ -2,7 +2,7 @@
 
 The buffers are set up exactly as the I/O manager sets them up for a requester (buffered, direct or
 neither, from the target's flags or the control code's method): the helpers build into an IRP from
-the caller's :class:`~airp.IrpAllocator` through :mod:`airp._requests`.  What differs is who owns
+the caller's :class:`~airp.IrpAllocator` through :mod:`airp._iomanager._requests`.  What differs is who owns
 the IRP afterwards (reference 2.9):
 
 ============================================  ===================  ============================================  ==================

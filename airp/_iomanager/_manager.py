@@ -162,7 +162,7 @@ class IoManager:
 
     async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
         # The requester's boundary: below it, the requester's deadline turns into cancel_irp in
-        # airp's waits instead of aborting dispatch routines (airp._requester).
+        # airp's waits instead of aborting dispatch routines (airp._shell._requester_cancel).
         if deadline is None:
             deadline = current_effective_deadline()
             if deadline == -math.inf:

@@ -166,7 +166,7 @@ def build_read_write_request(
 
     The transfer type comes from *device*'s flags (the top of the stack that will receive it).
     *irp*, if given, is a fresh IRP to build into (the driver-side build helpers of
-    :mod:`airp._build` pass one from their allocator); otherwise a new one is made.
+    :mod:`airp._iomanager._build` pass one from their allocator); otherwise a new one is made.
 
     :param length: bytes to read (reads only).
     :param data: bytes to write (writes only).

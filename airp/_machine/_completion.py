@@ -268,7 +268,7 @@ def _complete_associated(irp: Irp, master: Irp) -> None:
     irp.master_irp = None
     final_stage = irp._final_stage
     if final_stage is not None:
-        # The associated IRP's own final stage (airp._associated): frees it and, before the last
+        # The associated IRP's own final stage (airp._machine._associated): frees it and, before the last
         # one completes the master, disarms the cancel routine that cancels associated IRPs.
         final_stage(irp)
     if master.associated_irp_count == 0:

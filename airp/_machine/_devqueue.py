@@ -1,6 +1,6 @@
 """KDEVICE_QUEUE: a device queue with Windows' Busy semantics (reference 7.1).
 
-Part of the sans-I/O machine: no event loop, no anyio.  StartIo queues (:mod:`airp._startio`)
+Part of the sans-I/O machine: no event loop, no anyio.  StartIo queues (:mod:`airp._shell._startio`)
 are built on it, and a driver that writes its own StartIo logic can use it directly, exactly as
 Windows drivers use ``KeInsertDeviceQueue`` and ``KeRemoveDeviceQueue``.
 

@@ -9,7 +9,7 @@ coroutine ``handler(queue, request)``, following the queue's dispatch type:
 - **manual**: never presented; the driver takes requests with :meth:`IoQueue.retrieve_next_request`
   (optionally told by ``ready_notify`` when the queue stops being empty).
 
-It is built on the same machinery as StartIo queues (:mod:`airp._startio`): its workers run in the
+It is built on the same machinery as StartIo queues (:mod:`airp._shell._startio`): its workers run in the
 device's task group, sleep on lazily created events, and are created on demand up to what the
 dispatch type allows (one for sequential, ``limit`` for parallel), never one per request; queued
 requests carry a cancel routine armed with the arm-then-recheck rule (reference 6.3); a device

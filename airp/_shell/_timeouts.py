@@ -123,7 +123,7 @@ async def call_driver_with_timeout(
                 await event.wait()
         except anyio.get_cancelled_exc_class():
             # Re-raised unless it is the requester's cancellation reaching a dispatch routine and
-            # the IRP is back (airp._requester.requester_gave_up).
+            # the IRP is back (airp._shell._requester_cancel.requester_gave_up).
             if not await wait_after_cancel(box, irp, limit) or not requester_gave_up():
                 raise
         if not box.returned:

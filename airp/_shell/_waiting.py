@@ -34,9 +34,9 @@ async def _wait_cancelling(event: anyio.Event, irp: Irp) -> None:
         await event.wait()
     except anyio.get_cancelled_exc_class():
         # Cancel the IRP, wait for it shielded and bounded by the run's cancel-wait limit (past it
-        # the IRP is disowned and reported: airp._requester), then let the cancellation go on,
-        # unless it is the requester's: then the dispatch routine waiting here gets its IRP back
-        # and finishes (the requester gets its cancellation at the I/O manager's boundary).
+        # the IRP is disowned and reported: airp._shell._requester_cancel), then let the cancellation
+        # go on, unless it is the requester's: then the dispatch routine waiting here gets its IRP
+        # back and finishes (the requester gets its cancellation at the I/O manager's boundary).
         if not await wait_after_cancel(event, irp) or not requester_gave_up():
             raise
 
