@@ -291,7 +291,7 @@ FAKE = {
     "pkg._machine._a": ("from . import _b\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .._shell._c import C\n", False),
     "pkg._machine._b": ("def f():\n    from ._a import x\n    import anyio\n", False),
     "pkg._shell": ('"""doc"""', True),
-    "pkg._shell._c": ("from .._machine._a import y\nfrom ..import _version\n", False),
+    "pkg._shell._c": ("from .._machine._a import y\nfrom ..import _version\nimport pkg._machine._b as b\n", False),
     "pkg._version": ("", False),
 }
 FAKE_LAYERS = {"pkg": 5, "pkg._version": 0, "pkg._machine": 1, "pkg._shell": 2}
@@ -305,6 +305,7 @@ def test_checker_resolves_relative_imports_and_their_kinds() -> None:
         "pkg._machine._b -> pkg._machine._a (deferred import, line 2)",
         "pkg._shell._c -> pkg._machine._a (import, line 1)",
         "pkg._shell._c -> pkg._version (import, line 2)",
+        "pkg._shell._c -> pkg._machine._b (import, line 3)",
     }
     assert [str(e) for e in external] == [
         "pkg._machine._a -> typing (import, line 2)",
