@@ -672,3 +672,52 @@ def test_random_schedules_complete_every_irp_exactly_once(
         # Completed (exactly once: a second completion would have raised BugCheck 0x44).
         assert request.done
         assert request.irp.status in {STATUS_SUCCESS, STATUS_CANCELLED, STATUS_NO_SUCH_DEVICE}
+
+
+async def test_a_start_io_irp_handed_back_up_is_not_the_devices_any_more(virtual_clock: VirtualClock) -> None:
+    # The lane completes its IRP, the walk stops at the filter above (forward_and_wait), and the
+    # routine never starts the next packet: the IRP is still the lane's current IRP, but it is
+    # the filter's now.  The removal neither cancels it nor waits for it.
+    release = anyio.Event()
+
+    class Waits(airp.Driver):
+        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
+        async def create_close(self, device: DeviceObject, irp: Irp) -> int:
+            complete_request(irp, STATUS_SUCCESS, 0)
+            return STATUS_SUCCESS
+
+        @airp.dispatch(IrpMajor.WRITE)
+        async def write(self, device: DeviceObject, irp: Irp) -> int:
+            assert device.lower_device is not None
+            status = await airp.forward_and_wait(device.lower_device, irp)
+            await release.wait()
+            complete_request(irp)
+            return status.status
+
+    class CompletesOnly(Everything):
+        async def lane(self, device: DeviceObject, irp: Irp) -> None:
+            complete_request(irp, STATUS_SUCCESS, 0)
+
+    driver = CompletesOnly()
+    io = airp.IoManager()
+    device = io.create_device(driver, "\\Device\\All")
+    lane = StartIoQueue(device, "write", driver.lane, start_next_on_return=False)
+    device.extension = {"lane": lane, "queue": IoQueue(device, driver.handler)}
+    top = io.create_device(Waits(), "\\Device\\Top")
+    airp.attach_device(top, device)
+    written: list[int] = []
+
+    async def writer(handle: airp.FileHandle) -> None:
+        written.append(await handle.write(b"abc"))
+
+    async with io.open("\\Device\\Top") as handle, anyio.create_task_group() as tg:
+        async with airp.run_device(device):
+            tg.start_soon(writer, handle)  # its dispatch routine runs in its task, and waits
+            await wait_until_quiet()
+            irp = lane.current_irp
+            assert irp is not None
+        assert anyio.current_time() == 0
+        assert not irp.cancel
+        release.set()
+    assert written == [0]
+    assert irp.status == STATUS_SUCCESS

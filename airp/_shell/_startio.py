@@ -315,14 +315,20 @@ class StartIoQueue(_QueueBase):
             with keep:
                 _fail(irp, status)
         # The IRP the routine is processing, or the one it returned without finishing (left to be
-        # completed elsewhere): the driver still has it, so it is asked to give it up.
-        held = self._running or self.current_irp
-        if held is not None and not held.completed:
+        # completed elsewhere): the driver still has it, so it is asked to give it up.  Not one
+        # the walk has handed back up past this device: that belongs to the driver above now.
+        running = self._running
+        if running is not None and not running.completed:
             with keep:
-                self.tasks._cancel_held(self.name, held)
+                self.tasks._cancel_held(self.name, running)
+        for hold in self._holds():
+            with keep:
+                self.tasks._cancel_held(hold.queue, hold.irp)
         keep.raise_first()
 
     def _holds(self) -> list[_Hold]:
+        """The current IRP, if the routine returned without finishing it and it is still here
+        (or passed below): not once it has been completed or handed back up past this device."""
         irp = self.current_irp
         if irp is None or irp is self._running or irp._index > self._current_level:
             return []
