@@ -721,3 +721,47 @@ async def test_a_start_io_irp_handed_back_up_is_not_the_devices_any_more(virtual
         release.set()
     assert written == [0]
     assert irp.status == STATUS_SUCCESS
+
+
+async def test_a_kept_request_under_a_filter_is_let_go_when_the_driver_completes_it(virtual_clock: VirtualClock) -> None:
+    # The filter above takes the IRP back (forward_and_wait), so completing the request does not
+    # finish the IRP: the exit must still hear of it at once, not at the cancel-wait limit.
+    class Filter(airp.Driver):
+        @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
+        async def create_close(self, device: DeviceObject, irp: Irp) -> int:
+            complete_request(irp, STATUS_SUCCESS, 0)
+            return STATUS_SUCCESS
+
+        @airp.dispatch(IrpMajor.DEVICE_CONTROL)
+        async def ioctl(self, device: DeviceObject, irp: Irp) -> int:
+            assert device.lower_device is not None
+            status = await airp.forward_and_wait(device.lower_device, irp)
+            await anyio.sleep(5)  # the filter's own work, after the device let the IRP go
+            complete_request(irp)
+            return status.status
+
+    io, device, driver = make_keeper()
+    top = io.create_device(Filter(), "\\Device\\Top")
+    airp.attach_device(top, device)
+    statuses: list[int] = []
+
+    async def requester(handle: airp.FileHandle) -> None:
+        try:
+            await handle.device_control(0x222003)
+        except airp.NtStatusError as error:
+            statuses.append(error.status)
+        else:
+            statuses.append(STATUS_SUCCESS)
+
+    async def finish_later() -> None:
+        await anyio.sleep(2)
+        driver.kept[0].complete(STATUS_SUCCESS, 0)
+
+    async with io.open("\\Device\\Top") as handle, anyio.create_task_group() as tg:
+        async with airp.run_device(device) as tasks:
+            tg.start_soon(requester, handle)
+            await wait_until_quiet()
+            tg.start_soon(finish_later)
+        assert anyio.current_time() == pytest.approx(2)  # not 7: the device let go at 2
+        assert tasks.state is DeviceState.REMOVED
+    assert statuses == [STATUS_SUCCESS]
