@@ -26,6 +26,11 @@ async def send_irp(device: DeviceObject, irp: Irp) -> NtStatus:
     what Driver Verifier's 0x208 ("this IRP is about to run out of stack locations; someone may
     have forwarded it from another stack") reports, raised before the IRP leaves its creator.
 
+    It also records where the creator holds the IRP (the highest location it is sent from: drivers
+    below forward it from lower ones), so that :func:`~airp.free_irp`, :func:`~airp.reuse_irp`
+    and :meth:`IrpPool.put <airp.IrpPool.put>` see a lower driver holding it until it comes back,
+    even when it was sent without a completion routine.
+
     On cancellation: as :func:`~airp.call_driver` (this call adds no checkpoint).
 
     :returns: the status the dispatch routine of *device* returned.
