@@ -149,6 +149,52 @@ async def test_item_9_a_raising_complete_canceled_irp_does_not_lose_the_irp(virt
     assert anyio.current_time() == pytest.approx(1)  # close() had nothing to wait for
 
 
+async def test_item_9_a_raising_complete_canceled_irp_at_insert_does_not_lose_the_irp(virtual_clock: VirtualClock) -> None:
+    # The same callback, reached the other way: the IRP is cancelled (CancelIo from another task)
+    # before the dispatch routine has queued it, so insert() finds it cancelled and has the
+    # callback complete it at once.
+    class SlowToQueue(Basic):
+        def __init__(self) -> None:
+            super().__init__("csq")
+            self.queue = airp.IrpQueue(complete_canceled_irp=self.complete_canceled)
+            self.seen: list[Irp] = []
+            self.gate = anyio.Event()
+
+        def complete_canceled(self, irp: Irp) -> None:
+            raise KeyError("complete_canceled_irp")
+
+        @airp.dispatch(IrpMajor.READ)
+        async def read(self, device: DeviceObject, irp: Irp) -> int:
+            self.seen.append(irp)
+            await self.gate.wait()
+            return self.queue.insert(irp)
+
+    driver = SlowToQueue()
+    io = airp.IoManager()
+    io.create_device(driver, "\\Device\\Csq")
+    errors: list[BaseException] = []
+
+    async def requester(handle: airp.FileHandle) -> None:
+        try:
+            await handle.read(1)
+        except Exception as error:  # whatever the failed routine becomes for the requester
+            errors.append(error)
+
+    async with io.open("\\Device\\Csq") as handle, anyio.create_task_group() as tg:
+        tg.start_soon(requester, handle)
+        await wait_until_quiet()
+        (irp,) = driver.seen
+        assert airp.cancel_irp(irp) is False  # no cancel routine yet: only the flag
+        driver.gate.set()
+        await wait_until_quiet()
+        assert errors  # the requester was not left waiting
+        assert irp.completed
+        assert irp.status == STATUS_INTERNAL_ERROR
+        assert len(driver.queue) == 0
+        assert io.outstanding_requests() == []
+    assert anyio.current_time() == 0  # and close() had nothing to wait for
+
+
 # -- item 10 --------------------------------------------------------------------------------------
 
 
