@@ -4,8 +4,8 @@ Both clocks start at ``0.0`` and move only when the run is idle (autojump) or wh
 :meth:`VirtualClock.jump`. A virtual hour of ``anyio.sleep`` takes well under a millisecond of real
 time, and no test depends on the speed of the machine it runs on.
 
-* trio: a :class:`trio.testing.MockClock` with ``autojump_threshold=0``, passed to the run as
-  ``("trio", {"clock": ...})``.
+* trio: a ``trio.abc.Clock`` that jumps to the next deadline when trio asks how long to sleep,
+  passed to the run as ``("trio", {"clock": ...})``.
 * asyncio: a :class:`VirtualTimeEventLoop` (a :class:`asyncio.SelectorEventLoop` whose ``time()``
   is virtual and whose selector, when nothing is ready and a timer is pending, jumps virtual time to
   that timer instead of sleeping), passed to the run as ``("asyncio", {"loop_factory": ...})``.
@@ -19,12 +19,17 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    import trio.testing
+    from concurrent.futures import Executor
+
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
+
+_T = TypeVar("_T")
 
 __all__ = [
     "AsyncioVirtualClock",
@@ -38,10 +43,27 @@ __all__ = [
 
 BackendName = Literal["asyncio", "trio"]
 
-#: Idle loop iterations (nothing ready, no I/O) before the asyncio clock jumps to the next timer.
-#: They let a worker thread that is about to call ``call_soon_threadsafe`` get the GIL, so that a
-#: freshly scheduled callback runs before virtual time moves.
-IDLE_CYCLES_BEFORE_JUMP = 3
+#: How long (real seconds) an idle asyncio loop waits for a worker thread still in flight before it
+#: looks again; the thread's ``call_soon_threadsafe`` wakes it sooner.  Virtual time does not move
+#: while a thread is in flight, so a thread about to hand back a result is never overtaken.
+THREAD_POLL_SECONDS = 0.05
+
+
+def _threads_in_flight(loop: VirtualTimeEventLoop) -> bool:
+    """Whether a worker thread may still hand a result back to *loop*.
+
+    Counted: ``loop.run_in_executor`` calls (``asyncio.to_thread``, ``getaddrinfo``) and anyio's
+    worker threads on the default limiter (``anyio.to_thread.run_sync``), which hold a token from
+    the call until the caller has its result.  A thread started any other way is not seen.
+    """
+    if loop._executor_jobs:
+        return True
+    try:
+        import anyio.to_thread
+
+        return anyio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
+    except Exception:  # not inside an anyio run
+        return False
 
 
 class VirtualClock(Protocol):
@@ -84,6 +106,7 @@ class _VirtualSelector(selectors.DefaultSelector):
     """The default selector, with waits replaced by virtual-time jumps."""
 
     _airp_clock: AsyncioVirtualClock | None = None
+    _airp_loop: VirtualTimeEventLoop | None = None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         clock = self._airp_clock
@@ -92,25 +115,25 @@ class _VirtualSelector(selectors.DefaultSelector):
         # The loop has nothing ready: this is where a real loop would sleep. Poll I/O first.
         events: list[tuple[selectors.SelectorKey, int]] = super().select(0)
         if events:
-            clock._idle_cycles = 0
             return events
         if clock._idle_waiters:
             # Quiescence waiters take priority over the autojump (as trio's wait_all_tasks_blocked
             # does over MockClock's autojump): wake them without moving time.
-            clock._idle_cycles = 0
             clock._wake_idle_waiters()
             return events
         if timeout is None:
             # No timer at all: only I/O or another thread can wake the loop. Block for real.
-            clock._idle_cycles = 0
             return super().select(None)
-        if clock._idle_cycles < IDLE_CYCLES_BEFORE_JUMP:
-            clock._idle_cycles += 1
-            time.sleep(0)  # let worker threads run
-            return events
-        clock._idle_cycles = 0
+        loop = self._airp_loop
+        if loop is not None and _threads_in_flight(loop):
+            # A jump now could fire a deadline before the thread's result arrives: wait for it.
+            return super().select(min(timeout, THREAD_POLL_SECONDS))
         if clock.autojump:
-            clock._time += timeout
+            # Land on the timer's own time, not on time + (when - time), which can be off by one
+            # ulp: a model on virtual time must add up exactly as a simulator's clock does.
+            scheduled = getattr(loop, "_scheduled", None)
+            target = scheduled[0].when() if scheduled else clock._time + timeout
+            clock._time = max(clock._time, target)
             return events
         # autojump off: wait for real time, as a normal loop would (jump() moves time by hand)
         return super().select(timeout)
@@ -119,20 +142,36 @@ class _VirtualSelector(selectors.DefaultSelector):
 class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """An asyncio event loop that runs on a :class:`AsyncioVirtualClock`.
 
-    ``time()`` reads the clock; when no callback is ready, no I/O is pending and a timer is
-    scheduled, the loop lets :data:`IDLE_CYCLES_BEFORE_JUMP` idle iterations pass and then moves the
-    clock straight to that timer. Real I/O (sockets, pipes, ``call_soon_threadsafe``) still works.
+    ``time()`` reads the clock; when no callback is ready, no I/O is pending, no worker thread is in
+    flight and a timer is scheduled, the loop moves the clock straight to that timer.  Real I/O
+    (sockets, pipes, ``call_soon_threadsafe``) still wakes it.  A worker thread in flight
+    (``run_in_executor``, ``anyio.to_thread.run_sync``) holds time still until its result is back.
     """
 
     def __init__(self, clock: AsyncioVirtualClock) -> None:
         selector = _VirtualSelector()
         selector._airp_clock = clock
+        selector._airp_loop = self
+        #: run_in_executor calls whose result has not been delivered to the loop yet.
+        self._executor_jobs = 0
         super().__init__(selector)
         self.virtual_clock = clock
         clock._loops += 1
 
     def time(self) -> float:
         return self.virtual_clock._time
+
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[Unpack[_Ts]], _T], *args: Unpack[_Ts]
+    ) -> asyncio.Future[_T]:
+        # Counted so that the clock does not jump while the thread may still hand back a result.
+        future = super().run_in_executor(executor, func, *args)
+        self._executor_jobs += 1
+        future.add_done_callback(self._executor_job_done)
+        return future
+
+    def _executor_job_done(self, future: asyncio.Future[Any]) -> None:
+        self._executor_jobs -= 1
 
 
 class AsyncioVirtualClock:
@@ -147,7 +186,6 @@ class AsyncioVirtualClock:
     def __init__(self, *, autojump: bool = True) -> None:
         self._time = 0.0
         self.autojump = autojump
-        self._idle_cycles = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loops = 0
 
@@ -190,36 +228,99 @@ class AsyncioVirtualClock:
         return f"<AsyncioVirtualClock time={self._time!r} autojump={self.autojump}>"
 
 
-class TrioVirtualClock:
-    """Virtual time for trio: a :class:`trio.testing.MockClock` behind the common interface.
+class _TrioJumpClock:
+    """A ``trio.abc.Clock`` that jumps to the next deadline when trio asks how long to sleep.
 
-    :param autojump: ``autojump_threshold=0`` when true (default), infinite (no autojump) when false.
+    trio asks only when no task is runnable, so that is the moment the run is idle.  Answering by
+    moving time to the deadline and saying "sleep 0" costs nothing more than the question, where
+    MockClock's autojump takes another pass of the run loop and an extra I/O poll per jump.
+    Time holds still while a worker thread is in flight or :func:`~airp.testing.wait_until_quiet`
+    waits (trio's own ``wait_all_tasks_blocked`` then wakes first).
+    """
+
+    def __init__(self, owner: TrioVirtualClock) -> None:
+        self.owner = owner
+        self.time = 0.0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self.time
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        if deadline <= self.time:
+            return 0.0
+        owner = self.owner
+        if owner._quiet:
+            return _LONG_SLEEP  # wait_all_tasks_blocked's zero cushion wins: the waiters wake first
+        if _trio_threads_in_flight():
+            return THREAD_POLL_SECONDS  # real seconds: the thread's result wakes the run sooner
+        if not owner.autojump:
+            return _LONG_SLEEP  # time moves only through jump(); I/O still wakes the run
+        if deadline == math.inf:
+            return _LONG_SLEEP
+        self.time = deadline
+        return 0.0
+
+
+#: What the trio clock answers when it must not jump and nothing is due: trio caps it anyway.
+_LONG_SLEEP = 86_400.0
+
+
+def _trio_threads_in_flight() -> bool:
+    import trio
+
+    # trio.to_thread.run_sync (anyio's to_thread on trio too) holds a token of the limiter from the
+    # call until its result is back in the run.
+    return trio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
+
+
+class TrioVirtualClock:
+    """Virtual time for trio: a clock that jumps when trio would sleep, behind the common interface.
+
+    Pass ``("trio", {"clock": clock.trio_clock})`` to a run (:meth:`anyio_backend` does).  The
+    clock moves only when every task is blocked, no worker thread is in flight and no
+    :func:`~airp.testing.wait_until_quiet` waits; then it jumps straight to the next deadline.
+    Call :func:`~airp.testing.wait_until_quiet` rather than ``trio.testing.wait_all_tasks_blocked``
+    to wait without moving time: trio's own call only wakes before a jump while airp's waits.
+
+    :param autojump: jump when idle (default); with ``False`` time moves only through :meth:`jump`.
     """
 
     backend: BackendName = "trio"
 
     def __init__(self, *, autojump: bool = True) -> None:
-        import trio.testing
-
-        self.mock_clock: trio.testing.MockClock = trio.testing.MockClock(
-            autojump_threshold=0 if autojump else math.inf
-        )
+        self.autojump = autojump
+        self._quiet = 0
+        #: The object trio runs on (a ``trio.abc.Clock``).
+        self.trio_clock: Any = _as_trio_clock(_TrioJumpClock(self))
 
     def now(self) -> float:
-        return float(self.mock_clock.current_time())
+        return float(self.trio_clock.time)
 
     @property
     def current_time(self) -> float:
         return self.now()
 
     def jump(self, seconds: float) -> None:
-        self.mock_clock.jump(_check_jump(seconds))
+        self.trio_clock.time += _check_jump(seconds)
 
     def anyio_backend(self) -> tuple[str, dict[str, Any]]:
-        return ("trio", {"clock": self.mock_clock})
+        return ("trio", {"clock": self.trio_clock})
 
     def __repr__(self) -> str:
-        return f"<TrioVirtualClock time={self.now()!r}>"
+        return f"<TrioVirtualClock time={self.now()!r} autojump={self.autojump}>"
+
+
+def _as_trio_clock(clock: _TrioJumpClock) -> Any:
+    # trio checks for an instance of trio.abc.Clock; register the class as one on first use, so
+    # that importing airp.testing does not import trio.
+    import trio
+
+    if not issubclass(_TrioJumpClock, trio.abc.Clock):
+        trio.abc.Clock.register(_TrioJumpClock)
+    return clock
 
 
 def virtual_clock_for(backend: str, *, autojump: bool = True) -> AsyncioVirtualClock | TrioVirtualClock:
@@ -255,15 +356,7 @@ def clock_of(anyio_backend: object) -> AsyncioVirtualClock | TrioVirtualClock | 
         owner = getattr(factory, "__self__", None)
         return owner if isinstance(owner, AsyncioVirtualClock) else None
     if name == "trio":
-        mock = options.get("clock")
-        if mock is None:
-            return None
-        try:
-            import trio.testing
-        except ImportError:  # pragma: no cover - trio is optional
-            return None
-        if isinstance(mock, trio.testing.MockClock):
-            clock = TrioVirtualClock.__new__(TrioVirtualClock)
-            clock.mock_clock = mock
-            return clock
+        trio_clock = options.get("clock")
+        if isinstance(trio_clock, _TrioJumpClock):
+            return trio_clock.owner
     return None

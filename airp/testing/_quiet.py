@@ -6,7 +6,7 @@ import asyncio
 
 import anyio
 
-from ._clock import VirtualTimeEventLoop
+from ._clock import TrioVirtualClock, VirtualTimeEventLoop
 
 __all__ = ["wait_until_quiet"]
 
@@ -14,8 +14,8 @@ __all__ = ["wait_until_quiet"]
 async def wait_until_quiet() -> None:
     """Wait until every other task of the run is blocked and no I/O is ready.
 
-    Virtual time does not move: on trio this is :func:`trio.testing.wait_all_tasks_blocked` (which
-    takes priority over the MockClock autojump); on a :class:`~airp.testing.VirtualTimeEventLoop` the
+    Virtual time does not move: on trio this is :func:`trio.testing.wait_all_tasks_blocked`, with
+    airp's trio clock held still meanwhile; on a :class:`~airp.testing.VirtualTimeEventLoop` the
     loop wakes the caller at the point where it would otherwise jump to the next timer. On a plain
     asyncio loop it falls back to :func:`anyio.wait_all_tasks_blocked` (which polls in real time).
 
@@ -27,9 +27,18 @@ async def wait_until_quiet() -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio: trio
+        import trio
         import trio.testing
 
-        await trio.testing.wait_all_tasks_blocked()
+        owner = getattr(trio.lowlevel.current_clock(), "owner", None)
+        if not isinstance(owner, TrioVirtualClock):
+            await trio.testing.wait_all_tasks_blocked()
+            return
+        owner._quiet += 1  # holds the clock still: trio then wakes idle waiters first
+        try:
+            await trio.testing.wait_all_tasks_blocked()
+        finally:
+            owner._quiet -= 1
         return
     if isinstance(loop, VirtualTimeEventLoop):
         await loop.virtual_clock.wait_idle()
