@@ -58,12 +58,17 @@ def _threads_in_flight(loop: VirtualTimeEventLoop) -> bool:
     """
     if loop._executor_jobs:
         return True
-    try:
-        import anyio.to_thread
+    limiter = loop._airp_thread_limiter
+    if limiter is None:
+        # Looked up once per loop: the default limiter lives as long as the run (a RunVar), and
+        # the lookup costs more than the jump it guards.
+        try:
+            import anyio.to_thread
 
-        return anyio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
-    except Exception:  # not inside an anyio run
-        return False
+            limiter = loop._airp_thread_limiter = anyio.to_thread.current_default_thread_limiter()
+        except Exception:  # not inside an anyio run
+            return False
+    return bool(limiter.borrowed_tokens > 0)
 
 
 class VirtualClock(Protocol):
@@ -154,6 +159,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         selector._airp_loop = self
         #: run_in_executor calls whose result has not been delivered to the loop yet.
         self._executor_jobs = 0
+        self._airp_thread_limiter: Any = None
         super().__init__(selector)
         self.virtual_clock = clock
         clock._loops += 1
