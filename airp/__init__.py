@@ -29,6 +29,7 @@ from ._machine._allocation import reuse_irp as reuse_irp
 from ._machine._associated import arm_master_cancel as arm_master_cancel
 from ._machine._associated import associated_irps as associated_irps
 from ._machine._associated import cancel_associated_irps as cancel_associated_irps
+from ._machine._associated import cancel_with as cancel_with
 from ._machine._associated import make_associated_irp as make_associated_irp
 from ._machine._associated import make_associated_irps as make_associated_irps
 from ._machine._bugcheck import BugCheck as BugCheck
@@ -49,7 +50,9 @@ from ._machine._csq import CancelSafeQueue as CancelSafeQueue
 from ._machine._csq import CsqIrpContext as CsqIrpContext
 from ._machine._csq import IrpQueue as IrpQueue
 from ._machine._csq import mark_cancelable as mark_cancelable
+from ._machine._csq import mark_irp_cancelable as mark_irp_cancelable
 from ._machine._csq import unmark_cancelable as unmark_cancelable
+from ._machine._csq import unmark_irp_cancelable as unmark_irp_cancelable
 from ._machine._device import DeviceObject as DeviceObject
 from ._machine._device import attach_device as attach_device
 from ._machine._device import detach_device as detach_device

@@ -55,7 +55,7 @@ class Held(airp.Driver):
 
     @airp.dispatch(IrpMajor.CLEANUP)
     async def cleanup(self, device: DeviceObject, irp: Irp) -> int:
-        self.queue.drain(irp.current_stack_location.file_object)
+        self.queue.complete_all(irp.current_stack_location.file_object)
         complete_request(irp, STATUS_SUCCESS, 0)
         return STATUS_SUCCESS
 

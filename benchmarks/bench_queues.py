@@ -95,7 +95,7 @@ def ioqueue_runner(ops: int) -> Callable[[], Awaitable[float]]:
     async def run() -> float:
         device = airp.IoManager().create_device(_Driver())
         queue = airp.IoQueue(device, handler)
-        device.extension = queue.add
+        device.extension = queue.insert
         async with airp.run_device(device):
             start = time.perf_counter()
             last = await _send_all(device, ops)
@@ -152,7 +152,7 @@ async def _parallel(lanes: int, ops: int) -> tuple[float, float, int]:
 
     device = airp.IoManager().create_device(_Driver())
     queue = airp.IoQueue(device, handler, dispatch=airp.DispatchType.PARALLEL, limit=lanes)
-    device.extension = queue.add
+    device.extension = queue.insert
     async with airp.run_device(device) as tasks:
         wall = time.perf_counter()
         virtual = anyio.current_time()

@@ -67,7 +67,7 @@ class Pipe(airp.Driver):
     @airp.dispatch(IrpMajor.CLEANUP)
     async def cleanup(self, device: airp.DeviceObject, irp: airp.Irp) -> int:
         file_object = irp.current_stack_location.file_object
-        count = self.reads.drain(file_object)
+        count = self.reads.complete_all(file_object)
         print(f"  {now()} Pipe: IRP_MJ_CLEANUP: completed {count} held read(s) of the closing handle as cancelled")
         complete_request(irp, airp.STATUS_SUCCESS, 0)
         return airp.STATUS_SUCCESS

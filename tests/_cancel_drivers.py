@@ -30,7 +30,7 @@ class HeldReads(airp.Driver):
     async def on_cleanup(self, device: DeviceObject, irp: Irp) -> int:
         self.cleanups += 1
         if self.cleanup:
-            self.queue.drain(irp.current_stack_location.file_object)
+            self.queue.complete_all(irp.current_stack_location.file_object)
         complete_request(irp, STATUS_SUCCESS, 0)
         return STATUS_SUCCESS
 

@@ -173,7 +173,7 @@ def test_mark_cancelable_on_live_irp_arms() -> None:
         ran.append(irp)
         complete_request(irp, STATUS_CANCELLED, 0)
 
-    assert airp.mark_cancelable(irp, routine) is True
+    assert airp.mark_irp_cancelable(irp, routine) == STATUS_SUCCESS
     assert irp.cancel_routine is routine
     cancel_irp(irp)
     assert ran == [irp]
@@ -184,7 +184,7 @@ def test_mark_cancelable_after_cancel_gives_the_irp_back() -> None:
     irp, done = held_irp(_device())
     cancel_irp(irp)  # cancelled before the driver armed anything
     ran: list[Irp] = []
-    assert airp.mark_cancelable(irp, lambda dev, irp: ran.append(irp)) is False
+    assert airp.mark_irp_cancelable(irp, lambda dev, irp: ran.append(irp)) == STATUS_CANCELLED
     assert ran == []
     assert irp.cancel_routine is None
     complete_request(irp, STATUS_CANCELLED, 0)  # the driver's job now
@@ -193,24 +193,24 @@ def test_mark_cancelable_after_cancel_gives_the_irp_back() -> None:
 
 def test_unmark_cancelable() -> None:
     irp, _done = held_irp(_device())
-    airp.mark_cancelable(irp, lambda dev, irp: None)
-    assert airp.unmark_cancelable(irp) is True
+    airp.mark_irp_cancelable(irp, lambda dev, irp: None)
+    assert airp.unmark_irp_cancelable(irp) == STATUS_SUCCESS
     complete_request(irp, STATUS_SUCCESS, 0)
     irp2, _ = held_irp(_device())
-    airp.mark_cancelable(irp2, lambda dev, irp: None)
+    airp.mark_irp_cancelable(irp2, lambda dev, irp: None)
     cancel_irp(irp2)  # the routine was taken: the driver must leave the IRP alone
-    assert airp.unmark_cancelable(irp2) is False
+    assert airp.unmark_irp_cancelable(irp2) == STATUS_CANCELLED
 
 
 def test_mark_cancelable_misuse() -> None:
     irp, _ = held_irp(_device())
-    airp.mark_cancelable(irp, lambda dev, irp: None)
+    airp.mark_irp_cancelable(irp, lambda dev, irp: None)
     with pytest.raises(airp.IrpStateError, match="already has cancel routine"):
-        airp.mark_cancelable(irp, lambda dev, irp: None)
-    airp.unmark_cancelable(irp)
+        airp.mark_irp_cancelable(irp, lambda dev, irp: None)
+    airp.unmark_irp_cancelable(irp)
     complete_request(irp, STATUS_SUCCESS, 0)
     with pytest.raises(airp.IrpStateError, match="completed"):
-        airp.mark_cancelable(irp, lambda dev, irp: None)
+        airp.mark_irp_cancelable(irp, lambda dev, irp: None)
 
 
 # -- Hypothesis: interleavings of the whole protocol ------------------------------------------

@@ -152,7 +152,7 @@ def test_drain_is_the_cleanup_loop() -> None:
     irps = [_irp(FILES[i % 2]) for i in range(6)]
     for irp, _ in irps:
         queue.insert(irp)
-    assert queue.drain(FILES[0]) == 3
+    assert queue.complete_all(FILES[0]) == 3
     assert [done for irp, done in irps] == [[STATUS_CANCELLED], [], [STATUS_CANCELLED], [], [STATUS_CANCELLED], []]
     assert queue.cancel_all() == 3
     assert all(done == [STATUS_CANCELLED] for _, done in irps)
@@ -442,14 +442,14 @@ def test_raising_callbacks_never_lose_an_irp(steps: list[tuple[str, bool]]) -> N
                 if taken is not None:
                     held.add(taken)
             elif operation == "cleanup":
-                queue.drain()
+                queue.complete_all()
         except (OSError, KeyError):
             pass
         for irp, statuses in done.items():
             assert len(statuses) <= 1
             assert (irp in queue) + (irp in held) + len(statuses) == 1, f"{irp!r} lost or in two places"
     queue.fail = False
-    queue.drain()
+    queue.complete_all()
     for irp in held:
         complete_request(irp, STATUS_SUCCESS, 0)
     assert all(len(statuses) == 1 for statuses in done.values())
@@ -550,7 +550,7 @@ class CsqMachine(RuleBasedStateMachine):
 
     @rule(file=st.sampled_from(FILES))
     def cleanup(self, file: FileObject) -> None:
-        self.queue.drain(file)
+        self.queue.complete_all(file)
         # 6.5: nothing of that file is left queued except IRPs whose cancel is in flight.
         assert all(
             irp.current_stack_location.file_object != file or irp in self.in_flight for irp in self.queue
@@ -573,7 +573,7 @@ class CsqMachine(RuleBasedStateMachine):
         for irp, routine in list(self.in_flight.items()):
             routine(None, irp)
         self.in_flight.clear()
-        self.queue.drain()
+        self.queue.complete_all()
         for irp in self.owned_irps:
             complete_request(irp, STATUS_SUCCESS, 0)
         assert len(self.queue) == 0

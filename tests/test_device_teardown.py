@@ -62,7 +62,7 @@ class Everything(airp.Driver):
 
     @airp.dispatch(IrpMajor.DEVICE_CONTROL)
     async def ioctl(self, device: DeviceObject, irp: Irp) -> int:
-        return device.extension["queue"].add(irp)  # type: ignore[no-any-return]
+        return device.extension["queue"].insert(irp)  # type: ignore[no-any-return]
 
     async def _work(self, kind: str, irp: Irp) -> NtStatus:
         await anyio.sleep(self.duration)

@@ -48,7 +48,7 @@ class QueueDriver(airp.Driver):
     @airp.dispatch(IrpMajor.READ, IrpMajor.WRITE)
     async def io(self, device: DeviceObject, irp: Irp) -> int:
         queue: IoQueue = device.extension.route(irp)
-        return queue.add(irp)
+        return queue.insert(irp)
 
 
 class Setup:
@@ -428,7 +428,7 @@ async def test_already_cancelled_irp_is_cancelled_on_add(virtual_clock: VirtualC
         @airp.dispatch(IrpMajor.READ)
         async def io(self, device: DeviceObject, irp: Irp) -> int:
             airp.cancel_irp(irp)
-            return device.extension.queue.add(irp)  # type: ignore[no-any-return]
+            return device.extension.queue.insert(irp)  # type: ignore[no-any-return]
 
     s.device.driver.major_function[IrpMajor.READ] = PreCancel().io
     s.queue = IoQueue(s.device, s.timed(1))
@@ -609,9 +609,9 @@ async def test_adding_an_irp_twice_is_an_error() -> None:
     class Twice(QueueDriver):
         @airp.dispatch(IrpMajor.READ)
         async def io(self, device: DeviceObject, irp: Irp) -> int:
-            status = s.queue.add(irp)  # type: ignore[union-attr]
+            status = s.queue.insert(irp)  # type: ignore[union-attr]
             with pytest.raises(IrpStateError, match="already in"):
-                s.write_queue.add(irp)  # type: ignore[union-attr]
+                s.write_queue.insert(irp)  # type: ignore[union-attr]
             return status
 
     s.device.driver.major_function[IrpMajor.READ] = Twice().io

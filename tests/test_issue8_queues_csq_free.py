@@ -96,7 +96,7 @@ async def test_item_8_a_request_the_driver_kept_is_settled_before_removed(virtua
     class Keeps(Basic):
         @airp.dispatch(IrpMajor.DEVICE_CONTROL)
         async def ioctl(self, device: DeviceObject, irp: Irp) -> int:
-            return device.extension.add(irp)  # type: ignore[no-any-return]
+            return device.extension.insert(irp)  # type: ignore[no-any-return]
 
     async def handler(queue: airp.IoQueue, request: airp.Request) -> None:
         kept.append(request)  # "the hardware completes it later"

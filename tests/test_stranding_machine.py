@@ -298,7 +298,7 @@ class Bottom(airp.Driver):
 
     @airp.dispatch(IrpMajor.CLEANUP)
     async def cleanup(self, device: DeviceObject, irp: Irp) -> int:
-        self.queue.drain(irp.current_stack_location.file_object)
+        self.queue.complete_all(irp.current_stack_location.file_object)
         complete_request(irp, STATUS_SUCCESS, 0)
         return STATUS_SUCCESS
 
@@ -972,7 +972,7 @@ class HeldRequests(airp.Driver):
 
     @airp.dispatch(IrpMajor.CLEANUP)
     async def cleanup(self, device: DeviceObject, irp: Irp) -> int:
-        self.queue.drain(irp.current_stack_location.file_object)
+        self.queue.complete_all(irp.current_stack_location.file_object)
         complete_request(irp, STATUS_SUCCESS, 0)
         return STATUS_SUCCESS
 
@@ -1108,7 +1108,7 @@ async def test_forward_and_wait_write_by_hand_times_out_at_the_deadline(virtual_
         at_ten = list(outcome)
         [irp] = held.seen
         cancelled_at_ten = irp.cancel
-        held.queue.drain()  # release the write, so that this test ends either way
+        held.queue.complete_all()  # release the write, so that this test ends either way
     assert at_ten == [("timeout", 2.0)], f"at t=10 the requester saw {at_ten}; irp.cancel={cancelled_at_ten}"
     assert io.outstanding_requests() == []
 

@@ -257,7 +257,7 @@ async def test_cancel_routine_completing_with_success_wins(virtual_clock: Virtua
             def on_cancel(dev: DeviceObject | None, irp: Irp) -> None:
                 complete_request(irp, STATUS_SUCCESS, 2)
 
-            airp.mark_cancelable(irp, on_cancel)
+            airp.mark_irp_cancelable(irp, on_cancel)
             return STATUS_PENDING
 
     io, device = _setup(Partial())

@@ -19,58 +19,97 @@ not STATUS_CANCELLED.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._cancel import cancel_irp
 from ._completion import complete_request
 from ._irp import CancelRoutine, Irp, IrpStateError
-from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, NtStatus, nt_success
+from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, STATUS_SUCCESS, NtStatus, nt_success
 
 __all__ = [
     "CancelSafeQueue",
     "CsqIrpContext",
     "IrpQueue",
     "mark_cancelable",
+    "mark_irp_cancelable",
     "unmark_cancelable",
+    "unmark_irp_cancelable",
 ]
 
 
 # -- the arm-then-re-check rule (6.3), for drivers writing their own cancel routines -------------
 
 
-def mark_cancelable(irp: Irp, routine: CancelRoutine) -> bool:
+def mark_irp_cancelable(irp: Irp, routine: CancelRoutine) -> NtStatus:
     """Arm *routine* as the cancel routine of *irp*, then re-check the cancel flag (reference 6.3).
 
     Call it *after* putting the IRP where *routine* will look for it.  It is
-    ``WdfRequestMarkCancelableEx``: the arm-then-re-check sequence in one call.
+    ``WdfRequestMarkCancelableEx`` for a bare IRP (``IoSetCancelRoutine`` followed by the
+    ``Irp->Cancel`` re-check), and answers as :meth:`airp.Request.mark_cancelable` does::
 
-    :returns: True if the IRP is now cancelable (*routine* will run if it is cancelled).  False if
-        the IRP had already been cancelled: the routine is not armed and will not run, and the
-        caller must take the IRP back out and complete it with STATUS_CANCELLED itself.
+        if airp.mark_irp_cancelable(irp, on_cancel) == STATUS_CANCELLED:
+            ...  # already cancelled: take it back out and complete it with STATUS_CANCELLED
+
+    :param irp: an IRP the caller holds, not yet cancelable.
+    :param routine: a plain function ``(device, irp) -> None``.
+    :returns: STATUS_SUCCESS if the IRP is now cancelable (*routine* will run if it is cancelled).
+        STATUS_CANCELLED if the IRP had already been cancelled: the routine is not armed and will
+        not run, and the caller must take the IRP back out and complete it with STATUS_CANCELLED.
     :raises TypeError: if *routine* is not a plain function.
-    :raises IrpStateError: if the IRP already has a cancel routine or has completed.
+    :raises IrpStateError: if the IRP already has a cancel routine or has completed (misuse raises
+        here, where :meth:`airp.Request.mark_cancelable` returns STATUS_INVALID_DEVICE_REQUEST as
+        KMDF does).
     """
     if irp.completed:
         raise IrpStateError(f"cannot make {irp!r} cancelable: it has completed")
     if irp.cancel_routine is not None:
         raise IrpStateError(f"{irp!r} already has cancel routine {irp.cancel_routine!r}; disarm it first")
     irp.set_cancel_routine(routine)
-    # Cancelled before we armed and we win the routine back: the IRP is ours to complete (False).
-    # Otherwise it is not cancelled, or the routine was taken and will run and complete it (True).
-    return not (irp.cancel and irp.set_cancel_routine(None) is not None)
+    # Cancelled before we armed and we win the routine back: the IRP is ours to complete.
+    # Otherwise it is not cancelled, or the routine was taken and will run and complete it.
+    if irp.cancel and irp.set_cancel_routine(None) is not None:
+        return STATUS_CANCELLED
+    return STATUS_SUCCESS
+
+
+def unmark_irp_cancelable(irp: Irp) -> NtStatus:
+    """Disarm the cancel routine of *irp* before completing it or handing it on (reference 6.3).
+
+    ``WdfRequestUnmarkCancelable`` for a bare IRP (``IoSetCancelRoutine(Irp, NULL)``); answers as
+    :meth:`airp.Request.unmark_cancelable` does.
+
+    :returns: STATUS_SUCCESS if the routine was disarmed: the caller owns the IRP and may complete
+        it.  STATUS_CANCELLED if the routine has already been taken by :func:`~airp.cancel_irp` (or
+        none was armed): it owns the IRP and will complete it; the caller must not touch it again.
+    """
+    return STATUS_SUCCESS if irp.set_cancel_routine(None) is not None else STATUS_CANCELLED
+
+
+def mark_cancelable(irp: Irp, routine: CancelRoutine) -> bool:
+    """Deprecated: use :func:`mark_irp_cancelable`, which answers with a status as
+    :meth:`airp.Request.mark_cancelable` does.
+
+    :returns: True where :func:`mark_irp_cancelable` returns STATUS_SUCCESS, False where it returns
+        STATUS_CANCELLED.
+    :raises TypeError, IrpStateError: as :func:`mark_irp_cancelable`.
+    """
+    _deprecated("airp.mark_cancelable(irp, routine) -> bool", "airp.mark_irp_cancelable(irp, routine) -> NtStatus")
+    return mark_irp_cancelable(irp, routine) == STATUS_SUCCESS
 
 
 def unmark_cancelable(irp: Irp) -> bool:
-    """Disarm the cancel routine of *irp* before completing it or handing it on (reference 6.3).
+    """Deprecated: use :func:`unmark_irp_cancelable`, which answers with a status.
 
-    ``WdfRequestUnmarkCancelable``.
-
-    :returns: True if the routine was disarmed: the caller owns the IRP and may complete it.  False
-        if the routine has already been taken by :func:`~airp.cancel_irp`: it owns the IRP and will
-        complete it; the caller must not touch the IRP again.
+    :returns: True where :func:`unmark_irp_cancelable` returns STATUS_SUCCESS.
     """
-    return irp.set_cancel_routine(None) is not None
+    _deprecated("airp.unmark_cancelable(irp) -> bool", "airp.unmark_irp_cancelable(irp) -> NtStatus")
+    return unmark_irp_cancelable(irp) == STATUS_SUCCESS
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new} (see docs/queues.md, 'One vocabulary')", DeprecationWarning, stacklevel=3)
 
 
 # -- cancel-safe queues (6.4) ----------------------------------------------------------------------
@@ -188,6 +227,9 @@ class CancelSafeQueue:
     def insert(self, irp: Irp, context: CsqIrpContext | None = None, insert_context: Any = None) -> NtStatus:
         """``IoCsqInsertIrpEx``: pend *irp* in the queue and make it cancelable.
 
+        The family's verb for "queue this IRP and return STATUS_PENDING" (as
+        :meth:`airp.IoQueue.insert`; StartIo keeps its Windows name, ``start_packet``).
+
         The IRP is stored (``insert_irp``), marked pending, and armed with the queue's cancel
         routine; if it had already been cancelled, it is taken straight back out and completed with
         STATUS_CANCELLED (``complete_canceled_irp``) before this returns.  Either way the dispatch
@@ -247,6 +289,8 @@ class CancelSafeQueue:
     def remove_next(self, peek_context: Any = None) -> Irp | None:
         """``IoCsqRemoveNextIrp``: take the first queued IRP matching *peek_context* out.
 
+        The counterpart of :meth:`airp.IoQueue.retrieve_next_request` (a manual queue's pull).
+
         IRPs whose cancel routine has already been taken (a cancel is in flight) are skipped: the
         cancel routine owns them.  The IRP returned is no longer cancelable and belongs to the
         caller, which must complete it (or pass it on).
@@ -284,16 +328,19 @@ class CancelSafeQueue:
         self._take_out(irp)
         return irp
 
-    def drain(self, peek_context: Any = None, status: int = STATUS_CANCELLED) -> int:
-        """Take out every IRP matching *peek_context* and complete it with *status*.
+    def complete_all(self, peek_context: Any = None, status: int = STATUS_CANCELLED) -> int:
+        """Take out every IRP matching *peek_context* and complete it with *status*, now.
 
         The IRP_MJ_CLEANUP loop of reference 6.5 (``while IoCsqRemoveNextIrp(file)``: complete it as
-        cancelled), also usable at device removal with ``peek_context=None``.
+        cancelled), also usable at device removal with ``peek_context=None``.  No cancel routine
+        runs and ``complete_canceled_irp`` is not consulted (:meth:`cancel_all` does that).  Not to
+        be confused with :meth:`airp.IoQueue.drain` (``WdfIoQueueDrain``), which refuses new
+        requests and keeps delivering queued ones; this was called ``drain`` before.
 
         :returns: how many IRPs were completed.
         :raises Exception: what a callback raised (see :meth:`remove_next`), or what an upper
             driver's completion routine raised while one was completed (the walk still finished
-            it).  The drain stops there; the IRPs not reached yet stay queued and cancelable.
+            it).  The loop stops there; the IRPs not reached yet stay queued and cancelable.
         """
         count = 0
         while (irp := self.remove_next(peek_context)) is not None:
@@ -301,16 +348,27 @@ class CancelSafeQueue:
             count += 1
         return count
 
+    def drain(self, peek_context: Any = None, status: int = STATUS_CANCELLED) -> int:
+        """Deprecated name of :meth:`complete_all` (``IoQueue.drain`` means something else).
+
+        :returns: as :meth:`complete_all`.
+        """
+        _deprecated("CancelSafeQueue.drain(peek_context)", "CancelSafeQueue.complete_all(peek_context)")
+        return self.complete_all(peek_context, status)
+
     def cancel_all(self, peek_context: Any = None) -> int:
         """Cancel every queued IRP matching *peek_context* with :func:`~airp.cancel_irp`.
 
-        Unlike :meth:`drain` this goes through the cancel protocol (sets each IRP's cancel flag and
-        runs the queue's cancel routine, so ``complete_canceled_irp`` decides the status).
+        Unlike :meth:`complete_all` this goes through the cancel protocol (sets each IRP's cancel
+        flag and runs the queue's cancel routine, so ``complete_canceled_irp`` decides the status).
 
         Every IRP is cancelled even if cancelling one raises (a raising callback, whose IRP is
         then completed with STATUS_INTERNAL_ERROR); the first exception is raised at the end.
 
-        :returns: how many IRPs were cancelled.
+        :returns: exactly how many IRPs this call cancelled: those whose cancel routine it ran.  An
+            IRP still listed whose cancel is already in flight (its routine was taken by someone
+            else's :func:`~airp.cancel_irp` and has not finished yet) is not counted, nor is one
+            that a callback run by an earlier cancel of this call completed.
         :raises Exception: the first exception a cancel raised, once all have been cancelled.
         """
         victims: list[Irp] = []
@@ -319,15 +377,21 @@ class CancelSafeQueue:
             victims.append(irp)
             irp = self.peek_next_irp(irp, peek_context)
         first: Exception | None = None
+        cancelled = 0
+        routine = self._cancel_routine
         for irp in victims:
+            if irp.cancel_routine is not routine:
+                continue  # its cancel is in flight (or it left the queue meanwhile): not ours to count
             try:
-                cancel_irp(irp)
+                if cancel_irp(irp):
+                    cancelled += 1
             except Exception as error:
+                cancelled += 1  # its routine ran (and its IRP was finished), then raised
                 if first is None:
                     first = error
         if first is not None:
             raise first
-        return len(victims)
+        return cancelled
 
     # -- internals -------------------------------------------------------------------------------
 

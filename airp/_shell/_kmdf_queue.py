@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import inspect
 import math
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -196,6 +197,9 @@ class Request:
     def mark_cancelable(self, callback: Callable[[Request], object]) -> NtStatus:
         """``WdfRequestMarkCancelableEx``: have *callback* called if the request is cancelled.
 
+        Answers as :func:`airp.mark_irp_cancelable` does for a bare IRP (STATUS_SUCCESS or
+        STATUS_CANCELLED), plus KMDF's STATUS_INVALID_DEVICE_REQUEST for misuse.
+
         *callback* is a plain function ``(request) -> None`` (``EvtRequestCancel``) that must
         complete the request, normally with STATUS_CANCELLED.  It is called when the IRP is
         cancelled, when the queue is purged, or when the device is removed.
@@ -289,7 +293,7 @@ class _Waiter:
 class IoQueue(_QueueBase):
     """A KMDF-style I/O queue (``WDFQUEUE``) of one device.
 
-    A dispatch routine puts IRPs in with :meth:`add`; the queue presents them to *handler* in its
+    A dispatch routine puts IRPs in with :meth:`insert`; the queue presents them to *handler* in its
     worker tasks, which run in the device's task group (:func:`~airp.run_device`).
 
     :param device: the device the queue belongs to.
@@ -426,7 +430,25 @@ class IoQueue(_QueueBase):
     # -- arrivals ----------------------------------------------------------------------------------
 
     def add(self, irp: Irp) -> NtStatus:
+        """Deprecated name of :meth:`insert`.
+
+        :returns: as :meth:`insert`.
+        """
+        warnings.warn(
+            "IoQueue.add(irp) is deprecated; use IoQueue.insert(irp), the family's verb for queuing an IRP and"
+            " returning STATUS_PENDING (see docs/queues.md, 'One vocabulary')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.insert(irp)
+
+    def insert(self, irp: Irp) -> NtStatus:
         """Queue *irp* (what KMDF's dispatcher does for a request type routed to this queue).
+
+        The family's verb for "queue this IRP and return STATUS_PENDING", as
+        :meth:`airp.CancelSafeQueue.insert` (``IoCsqInsertIrpEx``); StartIo keeps its Windows name,
+        ``start_packet``.  One difference: a refused IRP is completed here (as KMDF's dispatcher
+        completes it), while a cancel-safe queue hands its storage's refusal back to the caller.
 
         Call it from the dispatch routine and return what it returns.  The IRP is marked pending
         and queued, with a cancel routine armed (cancelled while waiting: STATUS_CANCELLED, or
