@@ -118,6 +118,7 @@ from ._shell._device_tasks import DeviceTasks as DeviceTasks
 from ._shell._device_tasks import RoutineFailure as RoutineFailure
 from ._shell._device_tasks import device_tasks as device_tasks
 from ._shell._device_tasks import run_device as run_device
+from ._shell._device_tasks import wait_or_cancelled as wait_or_cancelled
 from ._shell._kmdf_queue import DispatchType as DispatchType
 from ._shell._kmdf_queue import IoHandler as IoHandler
 from ._shell._kmdf_queue import IoQueue as IoQueue

@@ -201,10 +201,10 @@ async def test_cancelling_the_current_irp_leaves_it_to_start_io(virtual_clock: V
     async with airp.run_device(device), io.open("\\Device\\Serial") as handle:
         first = await handle.read_overlapped(0, offset=1)
         await anyio.sleep(1)
-        # The device was idle: no NonCancelable attribute, so the routine is still armed.
-        assert first.irp.cancel_routine is airp.start_io_cancel_routine
-        assert airp.cancel_irp(first.irp) is True
-        assert not first.done  # the stock routine saw it was current and left it
+        # Started packets lose their cancel routine before StartIo sees them (issue 10 item 9).
+        assert first.irp.cancel_routine is None
+        assert airp.cancel_irp(first.irp) is False  # no routine to call: only the flag is set
+        assert not first.done
         await anyio.lowlevel.checkpoint()
         assert first.irp.cancel
         with pytest.raises(NtStatusError) as caught:
@@ -269,6 +269,7 @@ async def test_non_cancelable_attribute_disarms_before_start_io(virtual_clock: V
 async def test_without_non_cancelable_start_io_sees_the_routine(virtual_clock: VirtualClock) -> None:
     driver = StartIoDriver(duration=1, cancel_routine=airp.start_io_cancel_routine)
     io, device = make(driver)
+    airp.set_start_io_attributes(device, non_cancelable=False)  # the Windows default, asked for
     async with airp.run_device(device), io.open("\\Device\\Serial") as handle:
         requests = [await handle.read_overlapped(0, offset=n) for n in range(2)]
         for r in requests:

@@ -32,11 +32,19 @@ from .._machine._bugcheck import BugCheck
 from .._machine._cancel import cancel_irp
 from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
-from .._machine._irp import Irp
+from .._machine._irp import Irp, IrpStateError
 from .._machine._status import STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_NO_SUCH_DEVICE, NtStatus
 from ._requester_cancel import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
 
-__all__ = ["DeviceRoutineError", "DeviceState", "DeviceTasks", "RoutineFailure", "device_tasks", "run_device"]
+__all__ = [
+    "DeviceRoutineError",
+    "DeviceState",
+    "DeviceTasks",
+    "RoutineFailure",
+    "device_tasks",
+    "run_device",
+    "wait_or_cancelled",
+]
 
 
 class DeviceState(enum.Enum):
@@ -138,6 +146,13 @@ class _QueueBase:
         raise NotImplementedError
 
 
+class _HasIrp(Protocol):
+    """What :func:`wait_or_cancelled` reads of a KMDF request (:class:`~airp.Request`)."""
+
+    @property
+    def irp(self) -> Irp: ...
+
+
 class _Owned(Protocol):
     """What a :class:`_Hold` reads of a KMDF request (:class:`~airp.Request`), without naming its module."""
 
@@ -217,7 +232,8 @@ class DeviceTasks:
         self.on_error: Callable[[RoutineFailure], object] | None = None
         self.failures: list[RoutineFailure] = []
         self.start_io_deferred = False
-        self.start_io_non_cancelable = False
+        # Started packets lose their cancel routine before StartIo sees them (issue 10 item 9).
+        self.start_io_non_cancelable = True
         self._state = DeviceState.CREATED
         self._tg: anyio.abc.TaskGroup | None = None
         self._queues: list[_QueueBase] = []
@@ -546,3 +562,71 @@ async def _exit_unwrapped(
         if exc is not None and leaves is not None and len(leaves) == 1 and leaves[0] is exc:
             raise exc from exc.__cause__
         raise
+
+
+# -- a cancellable wait for StartIo routines and queue handlers (issue 10 item 14) ----------------
+
+
+async def wait_or_cancelled(irp: Irp | _HasIrp, seconds: float) -> bool:
+    """Wait *seconds* of device time for *irp*, waking at once if the IRP is cancelled.
+
+    For a StartIo routine or a queue handler that holds its IRP with no cancel routine armed (a
+    started packet, a presented request): the stand-in for waiting on the hardware with a cancel
+    routine that aborts the transfer (reference 6.2, 7.5).  It arms a cancel routine of its own
+    for the length of the wait, which only wakes the waiter (the IRP stays the caller's: the
+    routine does not complete it), and disarms it before returning, so the caller then owns the
+    IRP exactly as before and completes it::
+
+        async def start_io(self, device, irp):
+            if await airp.wait_or_cancelled(irp, 0.010):     # the transfer's 10 ms
+                airp.complete_and_start_next(device, irp, STATUS_CANCELLED, 0)
+            else:
+                airp.complete_and_start_next(device, irp, STATUS_SUCCESS, length)
+
+    No task is created: the wait is one event and one timeout in the caller's task.
+
+    :param irp: the IRP, or a :class:`~airp.Request` (its ``irp`` is used).
+    :param seconds: how long to wait, >= 0 (``math.inf``: until cancelled).
+    :returns: True if the IRP is cancelled (``irp.cancel``), whether before the wait (then it
+        returns after one checkpoint) or during it (then it returns as soon as
+        :func:`~airp.cancel_irp` runs); False if the time ran out first.
+    :raises TypeError: if *irp* is neither an IRP nor has one, or *seconds* is not a number.
+    :raises ValueError: if *seconds* is negative or NaN.
+    :raises IrpStateError: if the IRP has completed, or already has a cancel routine (a custom
+        StartIo queue with ``non_cancelable=False``, a request marked cancelable): disarm it
+        first, since an IRP has one cancel routine.
+
+    On cancellation (the caller's task is cancelled, say by a device removal's ``grace``): the
+    cancel routine is disarmed and the cancellation propagates; the IRP is the caller's as before.
+    """
+    target = irp if isinstance(irp, Irp) else getattr(irp, "irp", None)
+    if not isinstance(target, Irp):
+        raise TypeError(f"wait_or_cancelled needs an Irp or a Request, got {type(irp).__name__} {irp!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be a number of seconds, got {type(seconds).__name__} {seconds!r}")
+    if not seconds >= 0:
+        raise ValueError(f"seconds must be >= 0 (math.inf to wait until cancelled), got {seconds!r}")
+    if target.completed:
+        raise IrpStateError(f"cannot wait on {target!r}: it has completed")
+    if target.cancel_routine is not None:
+        raise IrpStateError(
+            f"cannot wait on {target!r}: it already has cancel routine {target.cancel_routine!r}, and an IRP has"
+            " one; wait_or_cancelled arms its own for the wait (disarm, or unmark the request, first)"
+        )
+    if target.cancel:
+        await anyio.lowlevel.checkpoint()
+        return True
+    event = anyio.Event()
+
+    def wake(device: DeviceObject | None, irp: Irp) -> None:
+        # Taken by cancel_irp: wake the waiter, which still owns the IRP and will complete it.
+        event.set()
+
+    target.cancel_routine = wake
+    try:
+        with anyio.move_on_after(seconds):
+            await event.wait()
+    finally:
+        if target.cancel_routine is wake:
+            target.cancel_routine = None
+    return target.cancel

@@ -32,6 +32,11 @@ Departures from Windows (each also noted where it applies):
   after the running StartIo returns (reference 7.4).
 - ``start_packet`` marks the IRP pending itself (harmless if the driver already did) and returns
   STATUS_PENDING, so a dispatch routine can ``return start_packet(device, irp)``.
+- NonCancelable is on by default, for the system queue as for lanes: a started packet's cancel
+  routine is disarmed before its StartIo routine runs (reference 7.2 step 4 and 7.3 leave it
+  armed unless the attribute is set).  A routine that wants to be woken by a cancel awaits
+  :func:`~airp.wait_or_cancelled`; ``set_start_io_attributes(device, non_cancelable=False)`` /
+  ``StartIoQueue(..., non_cancelable=False)`` give Windows' default back.
 """
 
 from __future__ import annotations
@@ -94,8 +99,10 @@ class StartIoQueue(_QueueBase):
 
     Cancellation: a packet queued with the stock cancel routine (the default) that is cancelled
     while it waits leaves the queue and completes with STATUS_CANCELLED.  Once it has been taken
-    out to be started its cancel routine is disarmed (the ``non_cancelable`` attribute), and a
-    cancel only sets ``irp.cancel``: the StartIo routine decides, and must finish it.
+    out to be started its cancel routine, whichever it is, is disarmed (the ``non_cancelable``
+    attribute, on by default here and on the system StartIo queue), and a cancel only sets
+    ``irp.cancel``: the StartIo routine decides, and must finish it.  To be woken by a cancel while
+    it waits for its device, it awaits :func:`~airp.wait_or_cancelled`.
 
     :param device: the device the queue belongs to.
     :param name: the queue's name, unique on the device (``None`` is the system queue's).
@@ -106,7 +113,9 @@ class StartIoQueue(_QueueBase):
     :param deferred: ``IoSetStartIoAttributes``' DeferredStartIo: a :meth:`start_next_packet` made
         while the routine runs is recorded and carried out when it returns.
     :param non_cancelable: ``NonCancelable``: disarm an IRP's cancel routine when it is taken out of
-        the queue to be started (default ``True`` for lanes).
+        the queue to be started, whatever ``cancelable`` a start-next was given (default ``True``,
+        as for the system StartIo queue).  ``False`` leaves it armed: the routine must then disarm
+        it before completing the IRP (reference 7.5), or complete_request bug checks 0xC9/0x07.
     :raises TypeError: if *routine* is not a coroutine function.
     :raises ValueError: if the device already has a queue with that name.
     :raises RuntimeError: if the device is being removed.
@@ -223,7 +232,7 @@ class StartIoQueue(_QueueBase):
         inserted = queue.insert(irp) if key is None else queue.insert_by_key(irp, key)
         if not inserted:
             self._set_current(irp)
-            if cancel_routine is not None and self.non_cancelable:
+            if self.non_cancelable:
                 irp.cancel_routine = None
             self._ready.append(irp)
             self._wake()
@@ -244,8 +253,10 @@ class StartIoQueue(_QueueBase):
         attribute, a call made while the routine runs is only recorded, and carried out (once,
         with the last key asked for) when the routine returns.
 
-        :param cancelable: the IRPs in the queue have cancel routines: with the ``non_cancelable``
-            attribute, the next IRP's cancel routine is disarmed before it is started.
+        :param cancelable: ``IoStartNextPacket``'s Cancelable: the IRPs in the queue have cancel
+            routines.  Kept for fidelity; it changes nothing here: with the ``non_cancelable``
+            attribute the next IRP's cancel routine is disarmed before it is started either way,
+            and without it, it is left armed either way.
         :param key: start the next packet by key.
         :raises DeviceQueueError: if the queue is idle (Windows asserts: nothing was started).
         """
@@ -283,7 +294,7 @@ class StartIoQueue(_QueueBase):
         if irp is None:
             return
         self._set_current(irp)
-        if cancelable and self.non_cancelable:
+        if self.non_cancelable:
             irp.cancel_routine = None
         self._ready.append(irp)
         self._wake()
@@ -447,7 +458,9 @@ def start_packet(device: DeviceObject, irp: Irp, *, key: int | None = None, canc
     :param key: a sort key (ULONG) to queue by (``KeInsertByKeyDeviceQueue``).
     :param cancel_routine: a cancel routine to arm while the IRP waits, ``(device, irp) -> None``;
         :func:`start_io_cancel_routine` is the pattern of reference 7.5, ready made.  ``None``
-        (default): the IRP cannot be cancelled while queued.
+        (default): the IRP cannot be cancelled while queued.  It is disarmed when the IRP is
+        started (NonCancelable, on by default: see :func:`set_start_io_attributes`), so StartIo
+        owns its IRP outright and need not call ``set_cancel_routine(None)``.
     :returns: STATUS_PENDING, always: return it from the dispatch routine.  If the device is being
         removed, the IRP has already been completed with the removal status.
     :raises RuntimeError: if the device is not running (see :func:`run_device`); *irp* is then
@@ -471,8 +484,9 @@ def start_next_packet(device: DeviceObject, cancelable: bool = False) -> None:
     IRP from the device queue becomes ``device.current_irp`` and the StartIo routine is called
     for it once the running call (if any) returns; with none waiting the device becomes idle.
 
-    :param cancelable: the driver uses cancel routines for queued IRPs (the NonCancelable attribute
-        then disarms the next IRP's cancel routine before StartIo sees it).
+    :param cancelable: the driver uses cancel routines for queued IRPs.  Kept for fidelity: the
+        NonCancelable attribute (on by default, :func:`set_start_io_attributes`) disarms the next
+        IRP's cancel routine before StartIo sees it whatever this says.
     :raises DeviceQueueError: if the device is idle (Windows asserts).
     """
     _system_queue(device).start_next_packet(cancelable=cancelable)
@@ -505,18 +519,26 @@ def complete_and_start_next(
     start_next_packet(device, cancelable)
 
 
-def set_start_io_attributes(device: DeviceObject, *, deferred: bool = False, non_cancelable: bool = False) -> None:
+def set_start_io_attributes(device: DeviceObject, *, deferred: bool = False, non_cancelable: bool | None = None) -> None:
     """``IoSetStartIoAttributes``: set the device's DeferredStartIo and NonCancelable attributes.
 
-    Attributes are only ever added, never cleared (as in Windows).
+    Deferred is only ever added, never cleared (as in Windows).  NonCancelable is **on by
+    default** in airp (a departure, issue 10 item 9): a packet taken out to be started, directly on
+    an idle device or by any start-next, has its cancel routine disarmed before StartIo sees it,
+    as a custom :class:`StartIoQueue` does by default, so a StartIo routine that completes its IRP
+    without ``set_cancel_routine(None)`` does not stop the device with 0xC9/0x07.  Windows' default
+    (the routine stays armed on an IRP started on an idle device, or by a start-next that is not
+    cancelable; reference 7.2 step 4 and 7.3) is asked for with ``non_cancelable=False``.
 
     :param deferred: a start-next made while StartIo runs takes effect when it returns.
-    :param non_cancelable: an IRP taken from the queue by a cancelable start-next has its cancel
-        routine disarmed before StartIo sees it; so has one started directly on an idle device.
+    :param non_cancelable: ``True``: disarm a started packet's cancel routine (the default);
+        ``False``: leave it armed, as Windows does without the attribute (StartIo must then disarm
+        it itself, reference 7.5); ``None``: leave the setting as it is.
     """
     tasks = device_tasks(device)
     tasks.start_io_deferred = tasks.start_io_deferred or deferred
-    tasks.start_io_non_cancelable = tasks.start_io_non_cancelable or non_cancelable
+    if non_cancelable is not None:
+        tasks.start_io_non_cancelable = bool(non_cancelable)
     queue = tasks._system
     if queue is not None:
         queue.deferred = tasks.start_io_deferred
@@ -536,7 +558,9 @@ def start_io_cancel_routine(device: DeviceObject | None, irp: Irp) -> None:
 
     If *irp* is still waiting in the device queue, it is removed and completed with
     STATUS_CANCELLED.  If it is the current IRP (being started or processed), it is left alone: the
-    StartIo routine must check ``irp.cancel`` and finish it.
+    StartIo routine must check ``irp.cancel`` and finish it.  With the NonCancelable attribute (the
+    default) the routine is disarmed when the IRP is started, so it only ever runs for a queued
+    IRP; the current-IRP branch is for a device that turned the attribute off.
     """
     if device is None:
         return
