@@ -37,12 +37,14 @@ from ._bugcheck import BugCheck, BugCheckCode
 from ._cancel import cancel_irp
 from ._codes import IrpFlags
 from ._device import DeviceObject
-from ._irp import Irp, IrpStateError
+from ._irp import CompletionRoutine, Irp, IrpStateError
+from ._misuse import missing_await, wrong_type
 
 __all__ = [
     "arm_master_cancel",
     "associated_irps",
     "cancel_associated_irps",
+    "cancel_with",
     "make_associated_irp",
     "make_associated_irps",
 ]
@@ -50,7 +52,7 @@ __all__ = [
 
 def _check_master(master: object) -> Irp:
     if not isinstance(master, Irp):
-        raise TypeError(f"a master must be an Irp, got {type(master).__name__} {master!r}")
+        raise TypeError(f"a master must be an Irp, got {type(master).__name__} {master!r}{missing_await(master)}")
     if master.master_irp is not None or master.flags & IrpFlags.ASSOCIATED_IRP:
         raise ValueError(
             f"{master!r} is itself an associated IRP and cannot be a master: in Windows the same field"
@@ -157,6 +159,8 @@ def arm_master_cancel(master: Irp) -> None:
         the routine off again, and completing the master would raise bug check 0xC9 / 0x07), or it
         already has a cancel routine.
     """
+    if not isinstance(master, Irp):
+        raise wrong_type("arm_master_cancel", "the master Irp", master)
     if not associated_irps(master):
         raise IrpStateError(f"arm_master_cancel on {master!r}, which has no outstanding associated IRPs: make them first")
     if master.cancel_routine is not None:
@@ -165,6 +169,119 @@ def arm_master_cancel(master: Irp) -> None:
     if master.cancel and master.set_cancel_routine(None) is not None:
         index = master._index
         cancel_associated_irps(master._stack[index].device if index < master.stack_count else None, master)
+
+
+# -- any child IRP: a driver's own IRP sent down for a request it pended -------------------------
+
+#: Where a parent keeps the children whose cancel it drives (cancel_with), in its __dict__.
+_CHILDREN = "_airp_cancel_children"
+
+
+def _cancel_children(device: DeviceObject | None, parent: Irp) -> None:
+    """The parent's cancel routine armed by :func:`cancel_with`: cancel every tied child."""
+    children: dict[Irp, None] | None = parent.__dict__.get(_CHILDREN)
+    for child in list(children or ()):
+        if not child.completed:
+            cancel_irp(child)
+
+
+class _ReleaseThenCall:
+    """The child's completion routine as :func:`cancel_with` leaves it: untie, then the driver's."""
+
+    __slots__ = ("parent", "routine")
+
+    def __init__(self, parent: Irp, routine: CompletionRoutine) -> None:
+        self.parent = parent
+        self.routine = routine
+
+    def __call__(self, device: DeviceObject | None, irp: Irp, context: object) -> int:
+        _untie(self.parent, irp)
+        return self.routine(device, irp, context)
+
+    def __repr__(self) -> str:
+        return f"{self.routine!r} (after untying from {self.parent!r})"
+
+
+def _untie(parent: Irp, child: Irp) -> None:
+    # The child is back: it no longer needs cancelling with the parent.  With the last child gone
+    # the parent's cancel routine is disarmed (unless cancel_irp has already claimed it), so that
+    # the driver may complete the parent from the child's routine without bug check 0xC9 / 0x07.
+    children: dict[Irp, None] | None = parent.__dict__.get(_CHILDREN)
+    if children is None:
+        return
+    children.pop(child, None)
+    if not children and parent.cancel_routine is _cancel_children:
+        parent.set_cancel_routine(None)
+
+
+def cancel_with(parent: Irp, child: Irp) -> None:
+    """Tie *child* to *parent*: cancelling *parent* cancels *child*, until *child* completes.
+
+    For a driver that pends a request from above (the *parent*) and sends an IRP of its own for
+    it (the *child*: :func:`~airp.allocate_irp`, an :class:`~airp.IrpPool`'s, any IRP).  It does
+    by itself what such a driver otherwise writes by hand (reference 6.3, 6.4; seed 002):
+
+    - the parent→children map (a parent may have several children: call it once per child);
+    - the parent's cancel routine, which cancels every child that has not completed;
+    - arm-then-recheck: if the parent was cancelled before the routine was armed, the routine is
+      taken back at once and the children are cancelled here (a child not yet sent keeps its
+      ``cancel`` flag, which the lower driver sees when it arms its own cancel routine);
+    - the disarm: when a child completes, it is untied *before* the completion routine the driver
+      set on it runs, and with the last child the parent's cancel routine is taken off, so that
+      routine may complete the parent at once.
+
+    Call it after ``child.set_completion_routine(...)`` (the routine it wraps) and after marking
+    the parent pending, before sending the child::
+
+        own.set_completion_routine(transfer_done, (irp, transfer))
+        irp.mark_pending()
+        airp.cancel_with(irp, own)
+        await airp.send_irp(lower, own)
+        return airp.STATUS_PENDING
+
+    Cancelling the parent completes nothing by itself: the child comes back (as cancelled, from
+    a lower driver that honours cancellation) and its completion routine completes the parent,
+    as it always does.  For associated IRPs use :func:`arm_master_cancel`, which the I/O manager
+    disarms when it completes the master.
+
+    :raises TypeError: if *parent* or *child* is not an IRP (a coroutine names the missing ``await``).
+    :raises IrpStateError: if *parent* has completed or has a cancel routine of its own, if *child*
+        has completed, or has no completion routine set at its next location (set it first: this
+        function wraps it, and the driver's own IRP needs one anyway, reference 5.8).
+    :raises ValueError: if *child* is *parent*.
+    """
+    if not isinstance(parent, Irp):
+        raise wrong_type("cancel_with", "the parent Irp", parent)
+    if not isinstance(child, Irp):
+        raise wrong_type("cancel_with", "the child Irp", child)
+    if child is parent:
+        raise ValueError(f"cancel_with({parent!r}, itself): the child is the IRP the driver sends down")
+    if parent.completed:
+        raise IrpStateError(f"cancel_with: the parent {parent!r} has already completed")
+    if child.completed:
+        raise IrpStateError(f"cancel_with: the child {child!r} has already completed")
+    routine = parent.cancel_routine
+    if routine is not None and routine is not _cancel_children:
+        raise IrpStateError(f"cancel_with: the parent {parent!r} already has cancel routine {routine!r}")
+    index = child._index - 1
+    loc = child._stack[index] if 0 <= index < child.stack_count else None
+    if loc is None or loc.completion_routine is None:
+        raise IrpStateError(
+            f"cancel_with: set the child's completion routine first ({child!r} has none at its next location):"
+            " cancel_with unties the child just before that routine runs"
+        )
+    if not isinstance(loc.completion_routine, _ReleaseThenCall):
+        loc.completion_routine = _ReleaseThenCall(parent, loc.completion_routine)
+    children: dict[Irp, None] | None = parent.__dict__.get(_CHILDREN)
+    if children is None:
+        children = parent.__dict__[_CHILDREN] = {}
+    children[child] = None
+    if routine is None:
+        parent.set_cancel_routine(_cancel_children)
+    # Arm, then recheck (reference 6.3): a cancel that came first found no routine to call.
+    if parent.cancel and parent.set_cancel_routine(None) is not None:
+        pindex = parent._index
+        _cancel_children(parent._stack[pindex].device if pindex < parent.stack_count else None, parent)
 
 
 def _associated_final_stage(irp: Irp) -> None:
