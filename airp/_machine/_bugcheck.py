@@ -38,6 +38,7 @@ class VerifierCode(enum.IntEnum):
     SUSPICIOUS_STATUS = 0x21B
     DISPATCH_STATUS_MISMATCH = 0x224
     DISPATCH_RETURNED_WITHOUT_PENDING = 0x226
+    PENDING_NOT_PROPAGATED = 0x228
     PENDING_NOT_MARKED = 0x23D
     MARKED_PENDING_NOT_RETURNED = 0x23E
     DELETE_DEVICE_TWICE = 0x240
@@ -54,6 +55,11 @@ class BugCheck(Exception):  # noqa: N818 - the Windows name is the point
 
     :ivar code: the bug check code (``0x44`` for a double completion, ...).
     :ivar parameters: the four bug check parameters, as Windows defines them for *code*.
+    :ivar verifier_code: for the two Driver Verifier bug checks, 0xC9 and 0xC4, the violation
+        they report, which Windows puts in parameter 1: a :class:`VerifierCode` for 0xC9 when
+        airp knows the code (a plain int otherwise, and always for 0xC4, whose codes are another
+        family).  ``None`` for every other bug check, whose parameter 1 is something else (the
+        IRP, for 0x44 and 0x35), so callers never need to know which slot means what.
     :ivar rule: a sentence naming the rule that was broken.
     :ivar irp: the IRP involved, if any.
     :ivar device: the device involved, if any.
@@ -76,13 +82,35 @@ class BugCheck(Exception):  # noqa: N818 - the Windows name is the point
         self.irp = irp
         self.device = device
         self.driver = driver
+        self.verifier_code: VerifierCode | int | None = _verifier_code(code, parameters)
         try:
             name = BugCheckCode(code).name
         except ValueError:
             name = "BUG_CHECK"
         where = [f"{label} {value!r}" for label, value in (("irp", irp), ("device", device), ("driver", driver)) if value is not None]
         params = ", ".join(hex(p) if isinstance(p, int) else repr(p) for p in parameters)
+        sub = self.verifier_code
+        if sub is not None:
+            name += f" / {sub.name} {int(sub):#x}" if isinstance(sub, VerifierCode) else f" / {sub:#x}"
         message = f"bug check {code:#x} {name} ({params}): {rule}"
         if where:
             message += " [" + "; ".join(where) + "]"
         super().__init__(message)
+
+
+_VERIFIER_BUG_CHECKS = frozenset((BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION, BugCheckCode.DRIVER_VERIFIER_DETECTED_VIOLATION))
+
+
+def _verifier_code(code: int, parameters: tuple[Any, Any, Any, Any]) -> VerifierCode | int | None:
+    """Parameter 1 of a Driver Verifier bug check (0xC9, 0xC4), typed; ``None`` for the others."""
+    if code not in _VERIFIER_BUG_CHECKS:
+        return None
+    first = parameters[0]
+    if not isinstance(first, int) or isinstance(first, bool):
+        return None
+    if code == BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION:
+        try:
+            return VerifierCode(first)
+        except ValueError:
+            return int(first)
+    return int(first)
