@@ -14,6 +14,8 @@ import airp
 from airp import (
     STATUS_CONTINUE_COMPLETION,
     STATUS_SUCCESS,
+    BugCheck,
+    BugCheckCode,
     DeviceObject,
     Driver,
     FileObject,
@@ -126,13 +128,15 @@ def test_set_next_stack_location_moves_current_down_one() -> None:
 
 
 def test_lowest_location_has_no_next() -> None:
-    """4 IoGetNextIrpStackLocation: at location 1 there is no location below."""
+    """3, 4 IoGetNextIrpStackLocation: at location 1 there is no location below: bug check 0x35."""
     irp = Irp(1)
     irp.set_next_stack_location()
-    with pytest.raises(IrpStateError, match="has no next stack location"):
+    with pytest.raises(BugCheck, match="no location left for a lower driver") as info:
         _ = irp.next_stack_location
-    with pytest.raises(IrpStateError, match="no location below"):
+    assert info.value.code == BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS
+    with pytest.raises(BugCheck, match="set_next_stack_location") as info:
         irp.set_next_stack_location()
+    assert info.value.code == BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS
 
 
 def test_next_stack_location_is_a_pure_read() -> None:
@@ -225,13 +229,14 @@ def test_parameters_are_frozen_so_copies_can_share_them() -> None:
 
 
 def test_copy_to_next_needs_a_current_location_with_one_below() -> None:
-    """4: copy needs a current location and a next one."""
+    """4: copy needs a current location (IrpStateError) and a next one (bug check 0x35, reference 3)."""
     irp = Irp(1)
     with pytest.raises(IrpStateError, match="cannot copy to next"):
         irp.copy_current_stack_location_to_next()
     irp.set_next_stack_location()
-    with pytest.raises(IrpStateError, match="cannot copy to next"):
+    with pytest.raises(BugCheck, match="copy_current_stack_location_to_next") as info:
         irp.copy_current_stack_location_to_next()
+    assert info.value.code == BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS
 
 
 # -- completion routines (4) ------------------------------------------------------------------------
@@ -277,11 +282,12 @@ def test_set_completion_routine_rejects_non_callable() -> None:
 
 
 def test_set_completion_routine_needs_a_next_location() -> None:
-    """4: the lowest driver has no next location to put a routine in."""
+    """4: the lowest driver has no next location to put a routine in: bug check 0x35."""
     irp = Irp(1)
     irp.set_next_stack_location()
-    with pytest.raises(IrpStateError, match="cannot set a completion routine"):
+    with pytest.raises(BugCheck, match="set_completion_routine") as info:
         irp.set_completion_routine(routine)
+    assert info.value.code == BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS
 
 
 # -- mark pending (4) --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from ._bugcheck import BugCheck, BugCheckCode
 from ._codes import IrpMajor, StackControl
 from ._status import STATUS_SUCCESS, IoStatus, NtStatus
 
@@ -97,6 +98,31 @@ def _bad_completion_routine(routine: object) -> NoReturn:
         f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}"
         " (completion routines run inside the synchronous completion walk and cannot await; hand slow"
         " work to a task)"
+    )
+
+
+def _out_of_locations(irp: Irp, what: str) -> NoReturn:
+    """Bug check 0x35 for a driver at the bottom location that prepares the next one (reference 3, 4).
+
+    In Windows the stack-location macros do not check: ``IoCopyCurrentIrpStackLocationToNext``,
+    ``IoSetCompletionRoutine`` and ``IoGetNextIrpStackLocation`` at location 1 write below the
+    array, and the ``IoCallDriver`` that follows stops with NO_MORE_IRP_STACK_LOCATIONS.  airp stops
+    at the first of these calls, with the same code, naming the device whose location was the last.
+    """
+    device = irp._stack[0].device
+    driver = getattr(device, "driver", None)
+    lower = getattr(device, "lower_device", None)
+    below = f" (its lower device {lower!r} would need one)" if lower is not None else ""
+    raise BugCheck(
+        BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS,
+        f"{what} on {irp!r}, whose current location is its last one (1 of {irp.stack_count}, held by"
+        f" {device!r}): there is no location left for a lower driver{below}. An IRP needs the stack_size"
+        " of the stack it is sent to: build it after the stack is complete, or allocate a new IRP to"
+        " send to another stack",
+        parameters=(irp, 0, 0, 0),
+        irp=irp,
+        device=device,
+        driver=driver,
     )
 
 
@@ -394,10 +420,14 @@ class Irp:
     def next_stack_location(self) -> StackLocation:
         """``IoGetNextIrpStackLocation``: the location the next lower driver will receive.
 
-        :raises IrpStateError: if there is no location below the current one.
+        :raises BugCheck: 0x35 if the current location is the last one (location 1): the driver
+            that holds it has no location to give a lower driver.
+        :raises IrpStateError: if the IRP has completed, so it has no next location.
         """
         index = self._index - 1
         if not 0 <= index < self.stack_count:
+            if index < 0:
+                _out_of_locations(self, "next_stack_location")
             raise IrpStateError(f"{self!r} has no next stack location (stack_count {self.stack_count}, current location {self._index + 1})")
         loc = self._stack[index]
         if loc is _UNUSED:
@@ -425,9 +455,17 @@ class Irp:
         Copies the major and minor function, flags, parameters, device and file object; zeroes the
         next location's control bits and completion routine, so an upper driver's routine is never
         copied down (Verifier 0x206 / 0x207 cannot happen through this call).
+
+        :raises BugCheck: 0x35 if the current location is the last one (location 1): in Windows the
+            copy writes below the array unchecked and the IoCallDriver that follows bug checks
+            0x35; airp stops here, naming the device that ran out.
+        :raises IrpStateError: if the IRP has no current location (fresh, with its creator, or
+            completed): that is not running out of locations but copying from nothing.
         """
         index = self._index
         if not 0 < index < self.stack_count:
+            if index == 0:
+                _out_of_locations(self, "copy_current_stack_location_to_next")
             raise IrpStateError(f"cannot copy to next: {self!r} has no current location with a location below it")
         stack = self._stack
         src = stack[index]
@@ -464,10 +502,15 @@ class Irp:
 
         :raises TypeError: if *routine* is not callable, or is a coroutine function (completion
             routines run inside the synchronous walk and cannot await).
-        :raises IrpStateError: if there is no next location.
+        :raises BugCheck: 0x35 if the current location is the last one (location 1): there is no
+            next location for the routine (Windows writes below the array and IoCallDriver stops
+            with 0x35).
+        :raises IrpStateError: if the IRP has completed, so it has no next location.
         """
         index = self._index - 1
         if not 0 <= index < self.stack_count:
+            if index < 0:
+                _out_of_locations(self, "set_completion_routine")
             raise IrpStateError(f"cannot set a completion routine: {self!r} has no next stack location")
         # A coroutine function would only be found out mid-walk, where it strands the IRP: refuse it
         # here.  Functions and bound methods expose their code object; anything else takes the
@@ -518,9 +561,12 @@ class Irp:
         For a creator that allocated one extra location for itself, so that its completion routine
         later gets a real device and a location it may mark pending.
 
-        :raises IrpStateError: if no location is left below.
+        :raises BugCheck: 0x35 if the current location is the last one (location 1).
+        :raises IrpStateError: if the IRP has completed.
         """
         if self._index <= 0 or self._index > self.stack_count:
+            if self._index == 0:
+                _out_of_locations(self, "set_next_stack_location")
             raise IrpStateError(f"cannot set the next stack location: {self!r} has no location below the current one")
         index = self._index = self._index - 1
         if self._stack[index] is _UNUSED:

@@ -118,9 +118,13 @@ def _dispatch_raised(irp: Irp, index: int, device: DeviceObject, error: BaseExce
 
 def _bad_location(irp: Irp, index: int, device: DeviceObject) -> None:
     if index < 0:
+        # The device that ran out is the one holding the last location (it sends from location 1),
+        # which, through a filled next location, reference 3 step 2 also finds here.
+        sender = irp._stack[0].device
+        by = f", sent by {sender!r}, whose location is the IRP's last one" if sender is not None else ""
         raise BugCheck(
             BugCheckCode.NO_MORE_IRP_STACK_LOCATIONS,
-            f"{irp!r} has no stack location left for {device!r}: allocate IRPs with at least the"
+            f"{irp!r} has no stack location left for {device!r}{by}: allocate IRPs with at least the"
             f" target's stack_size ({device.stack_size})",
             parameters=(irp, 0, 0, 0),
             irp=irp,
