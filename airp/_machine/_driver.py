@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._codes import MAJOR_FUNCTION_COUNT, IrpMajor
 from ._completion import complete_request
@@ -86,18 +86,27 @@ class Driver:
     ``pass_through = True`` so that everything it does not handle is skipped down to the device
     below, untouched (which is also what PnP, power and WMI requests need, reference 8.2).
 
+    ``pass_through`` may be set on the class or on one driver, before or after devices are
+    created: the default entry of the table reads it each time it runs, so a major function
+    without a routine of its own follows the current value.  A routine installed with
+    :func:`dispatch` or :meth:`set_dispatch` is never replaced by it.  (In Windows the driver fills
+    its ``MajorFunction`` table itself in ``DriverEntry``; airp's default entry stands for the
+    table a filter driver fills with its pass-down routine, or the I/O manager's
+    ``IopInvalidDeviceRequest``.)
+
     :param name: a name for traces and bug checks (default: the class name).
     :ivar major_function: the dispatch table, indexed by major function code.
     :ivar devices: the devices this driver has created.
     """
 
-    #: Class attribute: pass unhandled major functions down instead of failing them.
-    pass_through: ClassVar[bool] = False
+    #: Pass unhandled major functions down instead of failing them.  Set it on the class, or on
+    #: a driver object at any time: the default entry reads it at each call.
+    pass_through: bool = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self.devices: list[DeviceObject] = []
-        default = self._pass_down if self.pass_through else self._invalid_device_request
+        default = self._unhandled
         self.major_function: list[DispatchRoutine] = [default] * MAJOR_FUNCTION_COUNT
         for klass in reversed(type(self).__mro__):
             for attr in vars(klass).values():
@@ -115,12 +124,13 @@ class Driver:
             raise TypeError(f"dispatch routine {routine!r} must be a coroutine function (device, irp) -> status")
         self.major_function[code] = routine
 
-    async def _invalid_device_request(self, device: DeviceObject, irp: Irp) -> int:
+    async def _unhandled(self, device: DeviceObject, irp: Irp) -> int:
+        # The default entry of every major function: reads pass_through now, not at __init__, so
+        # that setting it on a driver object after construction takes effect (issue 10 item 4).
+        if self.pass_through:
+            return await _shell_pass_down(device, irp)
         complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0)
         return STATUS_INVALID_DEVICE_REQUEST
-
-    async def _pass_down(self, device: DeviceObject, irp: Irp) -> int:
-        return await _shell_pass_down(device, irp)
 
     def __repr__(self) -> str:
         return f"<Driver {self.name}>"
