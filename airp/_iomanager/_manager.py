@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+import warnings
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
@@ -22,6 +23,8 @@ from .._machine._monitor import MonitorHooks
 from .._machine._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
 from .._shell._call import call_driver
 from .._shell._requester_cancel import (
+    _IRP_LIMIT,
+    _check_limit,
     _disown,
     call_driver_for_requester,
     cancel_and_wait,
@@ -39,6 +42,8 @@ from ._requests import (
 
 __all__ = ["FileHandle", "IoManager"]
 
+_E = TypeVar("_E")
+
 #: FILE_DEVICE_UNKNOWN
 DEFAULT_DEVICE_TYPE = 0x22
 
@@ -51,15 +56,63 @@ class IoManager:
 
     :param monitor: an :class:`~airp.IrpMonitor` that every IRP built here reports to, or
         ``None`` for no tracing (the default; costs one ``is None`` test per layer).
+    :param cancel_wait_limit: how long, in seconds, a requester waits for a cancelled request of
+        this manager to come back before disowning it (``None``, the default: the run's limit,
+        :func:`~airp.set_cancel_wait_limit`).  It applies to every request sent through this
+        manager's handles, to IRPs made by :meth:`new_traced_irp`, and bounds each handle's
+        close; unlike :func:`~airp.set_cancel_wait_limit` it can be given before the run starts.
+        It wins over the run's limit (the full precedence is in
+        :func:`~airp.set_cancel_wait_limit`).  Use ``math.inf`` to wait forever.
+    :raises ValueError: if *cancel_wait_limit* is negative or NaN.
+    :raises TypeError: if *cancel_wait_limit* is not a number.
     """
 
-    def __init__(self, *, monitor: MonitorHooks | None = None) -> None:
+    def __init__(self, *, monitor: MonitorHooks | None = None, cancel_wait_limit: float | None = None) -> None:
         self.monitor = monitor
+        #: This manager's cancel-wait limit, or ``None`` to use the run's.
+        self.cancel_wait_limit: float | None = (
+            None if cancel_wait_limit is None else _check_limit(cancel_wait_limit, "IoManager's cancel_wait_limit")
+        )
         self._names: dict[str, DeviceObject] = {}
         # The file objects requests were sent for, until they are closed with none left in flight.
         self._files: dict[FileObject, None] = {}
 
     # -- devices -----------------------------------------------------------------------------
+
+    @overload
+    def create_device(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = DEFAULT_DEVICE_TYPE,
+        flags: int = 0,
+        initializing: bool = False,
+    ) -> DeviceObject[Any]: ...
+
+    @overload
+    def create_device(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = DEFAULT_DEVICE_TYPE,
+        flags: int = 0,
+        extension: _E,
+        initializing: bool = False,
+    ) -> DeviceObject[_E]: ...
+
+    @overload
+    def create_device(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = DEFAULT_DEVICE_TYPE,
+        flags: int = 0,
+        make_extension: Callable[[DeviceObject[_E]], _E],
+        initializing: bool = False,
+    ) -> DeviceObject[_E]: ...
 
     def create_device(
         self,
@@ -69,24 +122,54 @@ class IoManager:
         device_type: int = DEFAULT_DEVICE_TYPE,
         flags: int = 0,
         extension: Any = None,
+        make_extension: Callable[[DeviceObject[Any]], Any] | None = None,
         initializing: bool = False,
-    ) -> DeviceObject:
+    ) -> DeviceObject[Any]:
         """``IoCreateDevice``: a new device served by *driver*, named *name* if given.
+
+        The device's extension (the driver's per-device state) is typed: pass it as *extension*,
+        or, when it needs the device itself (a :class:`~airp.StartIoQueue` per lane, say), pass
+        *make_extension*, which is called once with the new device, before it is named, and whose
+        result becomes ``device.extension``.  Either way the result is a ``DeviceObject[Ext]``,
+        and dispatch routines declared ``device: DeviceObject[Ext]`` read the extension typed::
+
+            device = io.create_device(LanesDriver(), "\\Device\\Lanes",
+                                      make_extension=lambda d: Lanes(d))
+            reveal_type(device)            # DeviceObject[Lanes]
+
+        (Windows allocates ``DeviceExtensionSize`` bytes and the driver fills them right after
+        IoCreateDevice returns; *make_extension* is that step.)  Without either the device is a
+        ``DeviceObject[Any]`` whose ``extension`` is ``None`` until the driver sets it.
 
         Departure: Windows creates every device with ``DO_DEVICE_INITIALIZING`` set and the driver
         clears it at the end of AddDevice; airp leaves it clear unless *initializing* is True,
         since there is no AddDevice callback to clear it in.
 
+        :param extension: the device extension.
+        :param make_extension: ``(device) -> extension``, for an extension that refers to its device.
+        :returns: the device, ``DeviceObject[type of the extension]``.
         :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
-        :raises TypeError: if *driver* is not a :class:`~airp.Driver` or *name* not a str.
+        :raises TypeError: if *driver* is not a :class:`~airp.Driver` or *name* not a str, if both
+            *extension* and *make_extension* are given, or *make_extension* is not callable.
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"a device name is a non-empty str or None, got {type(name).__name__} {name!r}")
         if name is not None and name in self._names:
             raise NtStatusError(STATUS_OBJECT_NAME_COLLISION, f"a device named {name!r} already exists")
+        if make_extension is not None:
+            if extension is not None:
+                raise TypeError("create_device takes extension= or make_extension=, not both")
+            if not callable(make_extension):
+                raise TypeError(f"make_extension is a callable (device) -> extension, got {make_extension!r}")
         if initializing:
             flags |= DeviceFlags.DEVICE_INITIALIZING
-        device = DeviceObject(driver, name, device_type=device_type, flags=flags, extension=extension)
+        device: DeviceObject[Any] = DeviceObject(driver, name, device_type=device_type, flags=flags, extension=extension)
+        if make_extension is not None:
+            try:
+                device.extension = make_extension(device)
+            except BaseException:
+                driver.devices.remove(device)
+                raise
         if name is not None:
             self._names[name] = device
         return device
@@ -117,20 +200,48 @@ class IoManager:
         """The names of all named devices."""
         return sorted(self._names)
 
-    def allocate_irp(self, stack_size: int) -> Irp:
-        """A fresh, plain IRP with *stack_size* locations, traced by this manager.
+    def new_traced_irp(self, stack_size: int) -> Irp:
+        """A plain ``Irp(stack_size)`` that this manager's monitor traces: a *requester's* IRP.
 
-        It is not marked as driver-allocated: the rules of reference 5.8 (the creator's routine
-        must return STATUS_MORE_PROCESSING_REQUIRED) and the lookaside lists apply to IRPs from
-        :func:`airp.allocate_irp`, the full ``IoAllocateIrp``.  Use this one for an IRP you send
-        and await yourself, as in the timeout pattern of reference 6.7.
+        It is not ``IoAllocateIrp``: the IRP is not marked as driver-allocated, so the rules of
+        reference 5.8 (the creator's completion routine must return
+        STATUS_MORE_PROCESSING_REQUIRED, the creator frees it) do not apply, no lookaside list or
+        low-resources simulation is involved, and it never fails.  Use it for an IRP that code
+        outside any driver builds, sends and awaits itself (a test, a tool, the timeout pattern of
+        reference 6.7 in ``examples/call_with_timeout.py``), when the trace should show it.
 
+        The three ways to make an IRP (``docs/driver-created-irps.md``):
+
+        - :func:`airp.allocate_irp` (``IoAllocateIrp``): **the** way for a driver to allocate an IRP
+          of its own; 5.8's rules, allocators and the low-resources simulation apply;
+        - ``io.new_traced_irp(n)``: a requester's plain IRP, traced by this manager;
+        - ``airp.Irp(n)``: the bare object, untraced and unchecked, for tests of the machine itself.
+
+        :param stack_size: number of stack locations (at least the target device's ``stack_size``).
+        :returns: the new IRP, watched by :attr:`monitor` if there is one.
         :raises ValueError: if *stack_size* is out of range (1 to 127).
         """
         irp = Irp(stack_size)
         if self.monitor is not None:
             self.monitor.watch(irp)
+        if self.cancel_wait_limit is not None:
+            irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
         return irp
+
+    def allocate_irp(self, stack_size: int) -> Irp:
+        """Deprecated name of :meth:`new_traced_irp` (it is not ``IoAllocateIrp``).
+
+        A driver that allocates an IRP of its own uses :func:`airp.allocate_irp`.
+
+        :raises ValueError: if *stack_size* is out of range (1 to 127).
+        """
+        warnings.warn(
+            "IoManager.allocate_irp is deprecated: it is not IoAllocateIrp. Use io.new_traced_irp(n) for a"
+            " requester's traced plain IRP, or airp.allocate_irp(n) for a driver's own IRP (reference 5.8 rules)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.new_traced_irp(stack_size)
 
     # -- handles -----------------------------------------------------------------------------
 
@@ -139,9 +250,13 @@ class IoManager:
 
         Use it either way::
 
-            handle = await io.open("\\\\Device\\\\Disk")
-            async with io.open("\\\\Device\\\\Disk") as handle:
+            async with io.open("\\\\Device\\\\Disk") as handle:   # opened here, closed at the end
                 ...
+            handle = await io.open("\\\\Device\\\\Disk")          # close it with handle.close()
+
+        The first is the form airp's docs and examples use.  ``async with await io.open(...)`` is
+        supported too (it awaits the open, then uses the :class:`FileHandle` as the context
+        manager, which closes it the same way), but the ``await`` adds nothing.
 
         On cancellation: as awaiting any IRP; the CREATE request is cancelled and waited for, and
         no handle is returned.
@@ -171,6 +286,8 @@ class IoManager:
         irp = request.irp
         if self.monitor is not None:
             self.monitor.watch(irp)
+        if self.cancel_wait_limit is not None:
+            irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
         self._track(irp)
         if deadline == math.inf:
             status = await call_driver(top, irp)
@@ -390,7 +507,9 @@ class FileHandle:
             with anyio.CancelScope(shield=True):
                 # One budget for the whole close: a CLEANUP that never completes costs one
                 # cancel-wait limit, not one per step.
-                limit = get_cancel_wait_limit()
+                limit = self.io.cancel_wait_limit
+                if limit is None:
+                    limit = get_cancel_wait_limit()
                 deadline = anyio.current_time() + limit
                 # Windows closes the handle whatever the driver answers, and whatever its routine
                 # does: every step runs even if the one before it raised.

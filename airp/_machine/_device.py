@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, overload
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import DeviceFlags
@@ -10,16 +10,37 @@ from ._driver import Driver
 from ._errors import NtStatusError
 from ._status import STATUS_NO_SUCH_DEVICE
 
+if TYPE_CHECKING:
+    # The default (PEP 696) makes a bare ``DeviceObject`` mean ``DeviceObject[Any]``, so code that
+    # does not care about the extension's type needs no parameter.  typing.TypeVar takes
+    # ``default`` only from Python 3.13: type checkers read typing_extensions' stub, and at run
+    # time a plain TypeVar does the same job.
+    from typing_extensions import TypeVar
+
+    ExtT = TypeVar("ExtT", default=Any)
+else:
+    from typing import TypeVar
+
+    ExtT = TypeVar("ExtT")
+
 _INHERITED_FLAGS = DeviceFlags.BUFFERED_IO | DeviceFlags.DIRECT_IO | DeviceFlags.POWER_PAGABLE
 
 __all__ = ["DeviceObject", "attach_device", "delete_device", "detach_device", "get_attached_device"]
 
 
-class DeviceObject:
+class DeviceObject(Generic[ExtT]):
     """``DEVICE_OBJECT``: one layer of a device stack, served by one driver.
 
     Create devices with :meth:`airp.IoManager.create_device`; stack them with
     :func:`attach_device`.
+
+    The class is generic in the type of its extension, the driver's per-device state: a device
+    made with ``extension=Lanes(...)`` (or ``make_extension=``) is a ``DeviceObject[Lanes]``, and
+    a dispatch routine that declares ``device: DeviceObject[Lanes]`` reads
+    ``device.extension.read`` fully typed, with no ``cast`` or ``# type: ignore``.  A bare
+    ``DeviceObject`` is ``DeviceObject[Any]``.  (Windows' ``DeviceExtension`` is an untyped block
+    of ``DeviceExtensionSize`` bytes the driver casts to its own struct; the type parameter is
+    that cast, checked.)
 
     :ivar driver: the driver whose dispatch routines serve this device.
     :ivar name: the name in the I/O manager's namespace, or ``None`` for an unnamed device.
@@ -29,7 +50,7 @@ class DeviceObject:
     :ivar lower_device: the device this one is attached to (what :func:`attach_device` returned),
         where the driver sends IRPs it passes down.
     :ivar attached_device: the device attached directly above this one.
-    :ivar extension: the driver's per-device state (``DeviceExtension``).
+    :ivar extension: the driver's per-device state (``DeviceExtension``), of type ``ExtT``.
     """
 
     __slots__ = (
@@ -46,6 +67,29 @@ class DeviceObject:
         "stack_size",
         "tasks",
     )
+
+    extension: ExtT
+
+    @overload
+    def __init__(
+        self: DeviceObject[Any],
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = 0x22,
+        flags: int = 0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        driver: Driver,
+        name: str | None = None,
+        *,
+        device_type: int = 0x22,
+        flags: int = 0,
+        extension: ExtT,
+    ) -> None: ...
 
     def __init__(
         self,

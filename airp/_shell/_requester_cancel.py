@@ -106,11 +106,36 @@ class DriverCancelTimeoutError(NtStatusError):
         )
 
 
+#: The limit a run starts with when nothing in it called set_cancel_wait_limit: 300 s, or what the
+#: configuration gave (the pytest plugin's ``airp_cancel_wait_limit`` ini option sets it through
+#: _set_configured_cancel_wait_limit).  Configuration, not run state: it is read when a run's
+#: state is first made.
+_configured_cancel_wait_limit: float = DEFAULT_CANCEL_WAIT_LIMIT
+
+#: Where an IRP carries the cancel-wait limit of the I/O manager it was sent through
+#: (``IoManager(cancel_wait_limit=...)``), in its ``__dict__``; cleared by IoReuseIrp.
+_IRP_LIMIT = "_airp_cancel_wait_limit"
+
+
+def _set_configured_cancel_wait_limit(seconds: float | None) -> float:
+    """Set the limit every run starts with (the pytest plugin's ini option); returns the previous one."""
+    global _configured_cancel_wait_limit
+    previous = _configured_cancel_wait_limit
+    _configured_cancel_wait_limit = _check_limit(seconds, "the configured cancel-wait limit")
+    return previous
+
+
+def _limit_for(irp: Irp) -> float:
+    """The cancel-wait limit for *irp*: its I/O manager's if it was given one, else the run's."""
+    limit: float | None = irp.__dict__.get(_IRP_LIMIT)
+    return _state().cancel_wait_limit if limit is None else limit
+
+
 class _RunState:
     __slots__ = ("cancel_wait_limit", "disowned")
 
     def __init__(self) -> None:
-        self.cancel_wait_limit = DEFAULT_CANCEL_WAIT_LIMIT
+        self.cancel_wait_limit = _configured_cancel_wait_limit
         self.disowned: weakref.WeakSet[Irp] = weakref.WeakSet()
 
 
@@ -143,8 +168,18 @@ def set_cancel_wait_limit(seconds: float | None) -> float:
     Applies to every wait that cancels an IRP: :func:`~airp.wait_for_irp` (``await irp``, the
     :class:`~airp.FileHandle` calls), :func:`~airp.call_driver_and_wait`,
     :func:`~airp.call_driver_with_timeout`, :func:`task_io` exits and handle cleanup.  Call it inside
-    the run (it is stored in a :class:`~anyio.lowlevel.RunVar`); each run starts with
+    the run (it is stored in a :class:`~anyio.lowlevel.RunVar`); each run starts with the
+    configured limit: the pytest plugin's ini option ``airp_cancel_wait_limit`` if set, else
     :data:`DEFAULT_CANCEL_WAIT_LIMIT` (300 s, as Windows).
+
+    Precedence, most specific first:
+
+    1. a limit given to the call itself (``call_driver_with_timeout(..., cancel_wait_limit=)``);
+    2. the ``cancel_wait_limit`` of the :class:`~airp.IoManager` the IRP was sent through, or made
+       by (``io.new_traced_irp``), for that IRP's waits and its handle's close;
+    3. this run's limit, set here;
+    4. the ini option ``airp_cancel_wait_limit`` of airp's pytest plugin;
+    5. :data:`DEFAULT_CANCEL_WAIT_LIMIT`.
 
     :param seconds: the limit, ``>= 0``; ``None`` waits forever (a driver that never completes a
         cancelled IRP then hangs its requester, as on Windows before the thread exits).
@@ -160,7 +195,11 @@ def set_cancel_wait_limit(seconds: float | None) -> float:
 
 
 def get_cancel_wait_limit() -> float:
-    """The current run's cancel-wait limit in seconds (``math.inf`` for none)."""
+    """The current run's cancel-wait limit in seconds (``math.inf`` for none).
+
+    It is the run's value (3 and below in :func:`set_cancel_wait_limit`'s precedence); an IRP sent
+    through an :class:`~airp.IoManager` with a ``cancel_wait_limit`` of its own waits that long instead.
+    """
     return _state().cancel_wait_limit
 
 
@@ -210,7 +249,8 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
     or a hand-back event).  Runs under ``CancelScope(shield=True)``, so the caller's cancellation
     cannot interrupt it; it never raises the cancellation itself (the caller re-raises).
 
-    :param limit: seconds to wait at most; ``None`` uses the run's :func:`get_cancel_wait_limit`.
+    :param limit: seconds to wait at most; ``None`` uses the IRP's I/O manager's limit if it was
+        given one, else the run's :func:`get_cancel_wait_limit`.
     :returns: True if the IRP came back, False if the limit expired and the IRP was disowned (a
         :class:`DriverCancelTimeoutWarning` is emitted).
     :raises Exception: what the IRP's cancel routine raised, once the IRP is back.
@@ -228,7 +268,7 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
             error = raised
         if not event.is_set():
             if limit is None:
-                limit = _state().cancel_wait_limit
+                limit = _limit_for(irp)
             with anyio.move_on_after(limit):
                 await event.wait()
         back = event.is_set()
@@ -401,7 +441,9 @@ async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int
                 except Exception as raised:  # cancel_irp completed that IRP; cancel the others first
                     error = error or raised
         if limit is None:
-            limit = _state().cancel_wait_limit
+            # One bound for the lot: the longest any of them is entitled to (IRPs of different
+            # I/O managers may carry different limits).
+            limit = max(_limit_for(irp) for irp in irps)
         with anyio.move_on_after(limit):
             for irp in irps:
                 if not irp.completed:

@@ -9,6 +9,15 @@ it provides:
 ``virtual_clock``
     the clock of the current test's ``anyio_backend`` (``.now()``, ``.current_time``,
     ``.jump(seconds)``); the test fails with a clear message if that backend has no virtual clock.
+
+and one ini option:
+
+``airp_cancel_wait_limit``
+    seconds (or ``none`` for no limit) that every run of the session starts with as its
+    cancel-wait limit, instead of Windows' 300 s: ``airp_cancel_wait_limit = 30`` in the
+    ``[pytest]`` / ``[tool.pytest.ini_options]`` section.  ``airp.set_cancel_wait_limit`` inside a
+    test and ``IoManager(cancel_wait_limit=...)`` still win over it (precedence in
+    ``airp.set_cancel_wait_limit``).
 """
 
 from __future__ import annotations
@@ -17,7 +26,47 @@ from typing import Any
 
 import pytest
 
+from .._shell._requester_cancel import _set_configured_cancel_wait_limit
 from ._clock import AsyncioVirtualClock, TrioVirtualClock, clock_of, virtual_anyio_backend
+
+_INI_LIMIT = "airp_cancel_wait_limit"
+_previous_limit: list[float] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        _INI_LIMIT,
+        "airp: the cancel-wait limit (seconds, or 'none') every run starts with, instead of 300 s",
+        default=None,
+    )
+
+
+def _parse_limit(raw: str) -> float | None:
+    text = raw.strip()
+    if text.lower() in ("none", "inf", "infinity"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise pytest.UsageError(
+            f"{_INI_LIMIT} = {raw!r}: expected a number of seconds >= 0, or 'none' for no limit"
+        ) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    raw = config.getini(_INI_LIMIT)
+    if raw is None or raw == "" or raw == []:
+        return
+    seconds = _parse_limit(str(raw))
+    try:
+        _previous_limit.append(_set_configured_cancel_wait_limit(seconds))
+    except (TypeError, ValueError) as error:
+        raise pytest.UsageError(f"{_INI_LIMIT} = {raw!r}: {error}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _previous_limit:
+        _set_configured_cancel_wait_limit(_previous_limit.pop())
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
