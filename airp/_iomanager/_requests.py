@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import DeviceFlags, IrpFlags, IrpMajor, TransferMethod
+from .._machine._completion import DROPPED_MARK
 from .._machine._device import DeviceObject
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
@@ -99,17 +100,21 @@ class Overlapped(Generic[T]):
         :raises NtStatusError: if the final status is not success (warnings included; their data
             was still copied back and is in the error's ``data``).  If a driver routine raised and
             airp completed the request with STATUS_INTERNAL_ERROR, that exception is the cause.
-        :raises BugCheck: the bug check the request's final stage raised (0x312, the 5.8 rule).
+        :raises BugCheck: the bug check the request's final stage raised (0x312, 0x228, ...), or
+            one raised while completing an IRP of the driver's own that this request was linked to
+            (the 5.8 rule: see ``docs/driver-created-irps.md``), even if the request succeeded.
         :raises RuntimeError: if the request has not completed yet.
         """
         irp = self.irp
         if not irp.completed:
             raise RuntimeError(f"{irp!r} has not completed yet: await the Overlapped first")
+        if irp._final_error is not None:
+            # Before the status: a request that succeeded can still have been served by code that
+            # broke a rule while completing it (a driver's own IRP that reached the top, 5.8).
+            raise irp._final_error
         status = irp.status
         if nt_success(status):
             return self._result(self)
-        if irp._final_error is not None:
-            raise irp._final_error
         data = None
         if not nt_error(status) and self._output is not None:
             data = bytes(self._output[: irp.information])
@@ -270,12 +275,18 @@ def check_returned_status(irp: Irp, status: NtStatus, device: DeviceObject | Non
     """The enhanced-verifier checks on what the top dispatch routine returned (reference 5.4, 10.3).
 
     Always on, because each costs one comparison per request: 0x23D (STATUS_PENDING without the
-    pending mark), 0x226 (returned without completing, passing on or pending), 0x224 (completed
+    pending mark), or 0x228 instead when the mark was there and a completion routine on the way
+    up dropped it (it let the walk go on without ``if irp.pending_returned: irp.mark_pending()``;
+    the completion walk notes the first such routine, and the bug check names it and its driver,
+    not the top driver whose dispatch routine did nothing wrong), 0x226 (returned without completing, passing on or pending), 0x224 (completed
     synchronously with one status, returned another) and 0x23E (marked pending, returned
     something else).
     """
     if status == STATUS_PENDING:
         if irp.completed and not irp.pending_returned:
+            dropped = irp.__dict__.get(DROPPED_MARK)
+            if dropped is not None:
+                _pending_not_propagated(irp, *dropped)
             raise BugCheck(
                 BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
                 "a dispatch routine returned STATUS_PENDING without marking the IRP pending (call irp.mark_pending() first)",
@@ -315,3 +326,20 @@ def check_returned_status(irp: Irp, status: NtStatus, device: DeviceObject | Non
             device=device,
             driver=device.driver if device is not None else None,
         )
+
+
+def _pending_not_propagated(irp: Irp, routine: object, device: object) -> None:
+    name = getattr(routine, "__qualname__", None) or repr(routine)
+    driver = getattr(device, "driver", None)
+    raise BugCheck(
+        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+        f"completion routine {name} of {driver!r} (for {device!r}) did not propagate the pending mark: it ran"
+        " with irp.pending_returned set and returned without calling irp.mark_pending(), so the dispatch"
+        " routines above returned STATUS_PENDING for an IRP that reached the top unmarked. A completion"
+        " routine that does not return STATUS_MORE_PROCESSING_REQUIRED must do"
+        " 'if irp.pending_returned: irp.mark_pending()' (reference 5.4)",
+        parameters=(VerifierCode.PENDING_NOT_PROPAGATED, irp, routine, 0),
+        irp=irp,
+        device=device,
+        driver=driver,
+    )

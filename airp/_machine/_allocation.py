@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import IrpFlags
+from ._completion import LAST_ROUTINE, _install_creator_final_stage
 from ._device import DeviceObject
 from ._irp import MAX_STACK_SIZE, Irp
 from ._status import STATUS_SUCCESS, NtStatus
@@ -608,28 +609,83 @@ def _creator_rule_violated(irp: Irp) -> None:
     """
     kind = _kind(irp)
     made_by = _ORIGIN_NAMES[kind.origin] if kind is not None else "allocate_irp"
-    d = irp.__dict__
-    routine = d.get(_ROUTINE, d)  # the dict itself: "not sent through send_irp"
-    if routine is None:
-        what = "No completion routine was set before the IRP was sent."
-    elif routine is not d:
-        name = getattr(routine, "__qualname__", None) or repr(routine)
-        what = (
-            f"Its completion routine {name} returned a status other than STATUS_MORE_PROCESSING_REQUIRED"
-            " (or the driver completed the IRP again after taking it back)."
-        )
-    else:
-        what = "Its completion routine returned something else, or none was set."
     raise BugCheck(
         BugCheckCode.INCONSISTENT_IRP,
         f"the completion of an IRP created by its driver ({made_by}) reached the I/O manager's final stage:"
         " the creator's completion routine (set on the next location before sending) must return"
         " STATUS_MORE_PROCESSING_REQUIRED and then free or reuse the IRP, because a driver-allocated IRP"
-        f" has no requester to be handed back to (reference 5.8). {what} Final status"
+        f" has no requester to be handed back to (reference 5.8). {_what_went_wrong(irp)} Final status"
         f" {NtStatus(irp.status).name}",
         parameters=(irp, 0, 0, 0),
         irp=irp,
     )
+
+
+def _routine_name(routine: object) -> str:
+    return getattr(routine, "__qualname__", None) or repr(routine)
+
+
+def _result_name(result: object) -> str:
+    if isinstance(result, int) and not isinstance(result, bool):
+        if result == 0:
+            return "STATUS_CONTINUE_COMPLETION (0, STATUS_SUCCESS)"
+        try:
+            return NtStatus(result).name
+        except ValueError:
+            return f"{result:#x}"
+    return repr(result)
+
+
+def _what_went_wrong(irp: Irp) -> str:
+    """The sentence of the 5.8 message that names the creator's routine and what it returned.
+
+    Two records meet here: the completion walk's (:data:`~airp._machine._completion.LAST_ROUTINE`:
+    the last routine that ran on the way up and its result, on every path) and send_irp's (the
+    routine the creator had set when it sent the IRP, only for IRPs sent through it).  With the
+    second, the walk's routine is known to be the creator's or a lower driver's; without it (plain
+    call_driver), a routine that ran at the very top (for no device) is the creator's, and one
+    that ran for a device is named as the last routine with both readings.
+    """
+    d = irp.__dict__
+    sent = d.get(_ROUTINE, d)  # the dict itself: "not sent through send_irp"
+    last: tuple[object, object, object] | None = d.pop(LAST_ROUTINE, None)
+    if last is None:
+        if sent is None:
+            return "No completion routine was set before the IRP was sent, and none ran on the way up."
+        if sent is not d:
+            return (
+                f"Its completion routine {_routine_name(sent)} did not run in the completion that reached the"
+                " top: it had returned STATUS_MORE_PROCESSING_REQUIRED and the driver completed the IRP again"
+                " after taking it back, or its on_success / on_error / on_cancel flags left it out for this status."
+            )
+        return (
+            "No completion routine ran on the way up: none was set on the location the creator filled, its"
+            " on_success / on_error / on_cancel flags left it out for this status, or it had returned"
+            " STATUS_MORE_PROCESSING_REQUIRED and the driver completed the IRP again after taking it back."
+        )
+    routine, result, device = last
+    returned = f"returned {_result_name(result)}"
+    if sent is routine or (sent is d and device is None):
+        return f"Its completion routine {_routine_name(routine)} {returned} instead of STATUS_MORE_PROCESSING_REQUIRED."
+    if sent is None:
+        return (
+            f"No completion routine was set before the IRP was sent: the last routine that ran, {_routine_name(routine)}"
+            f" (a lower driver's, for {device!r}), {returned} and the walk went on to the top."
+        )
+    if sent is not d:
+        return (
+            f"Its completion routine {_routine_name(sent)} did not run (its on_success / on_error / on_cancel flags"
+            f" left it out for this status): the last routine that ran, {_routine_name(routine)} (for {device!r}),"
+            f" {returned}."
+        )
+    return (
+        f"The last completion routine that ran on the way up, {_routine_name(routine)} (for {device!r}), {returned}:"
+        " if it is the creator's (a creator with a location of its own), it must return"
+        " STATUS_MORE_PROCESSING_REQUIRED; if it is a lower driver's, the creator set none."
+    )
+
+
+_install_creator_final_stage(_creator_rule_violated)
 
 
 def _discard(irp: Irp) -> None:

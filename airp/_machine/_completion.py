@@ -8,8 +8,11 @@ the async shell is ``set()`` on the event of a requester that is already waiting
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
-from ._irp import _UNUSED, Irp, StackLocation
+from ._irp import _UNUSED, CompletionRoutine, Irp, StackLocation
 from ._status import (
     STATUS_CONTINUE_COMPLETION,
     STATUS_INTERNAL_ERROR,
@@ -17,6 +20,9 @@ from ._status import (
     STATUS_PENDING,
     NtStatus,
 )
+
+if TYPE_CHECKING:
+    from ._device import DeviceObject
 
 __all__ = ["complete_request"]
 
@@ -45,7 +51,12 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     pending mark propagated, the status set to STATUS_INTERNAL_ERROR and the exception kept as
     :attr:`~airp.Irp.routine_error`), the final stage runs and the waiter wakes, and then the
     exception propagates to the caller of ``complete_request``.  Likewise a final stage that raises
-    (a bug check such as 0x312) wakes the waiter, which raises the same exception.
+    (a bug check such as 0x312, or 0x2A for a driver's own IRP that reached the top, reference 5.8)
+    wakes the waiter, which raises the same exception, and so do the waiters of the IRPs given as
+    the context of the last routine that ran (an IRP, or IRPs in a tuple or list): the request a
+    driver's own IRP was serving fails at its ``await`` too.  A routine that ran with
+    ``pending_returned`` set, let the walk go on and left its owner's location unmarked is noted,
+    so that the I/O manager reports 0xC9 / 0x228 naming it rather than 0x23D against the top driver.
 
     :param irp: the IRP to complete.
     :param status: if given, stored as ``irp.status`` first.
@@ -84,6 +95,12 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
         usual = _TRACED
         monitor.completing(irp)
     stack = irp._stack
+    # The last routine that ran, for the final stage of a driver-allocated IRP (the 5.8 message)
+    # and for the IRPs a final-stage bug check is recorded on (its context).
+    routine: CompletionRoutine | None = None
+    context: object = None
+    owner: DeviceObject | None = None
+    result: object = None
     while index < n:
         loc = stack[index]
         # From here on the owner of loc's routine is "current" (CurrentLocation == index + 1);
@@ -136,19 +153,25 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
         try:
             result = routine(owner, irp, context)
         except BaseException as error:
-            _routine_raised(irp, index, error, routine, owner)
+            _routine_raised(irp, index, error, routine, owner, context)
             raise
         if irp._index != index:
             # The routine completed its own IRP (the walk above it has already run) or moved it.
             if result == _SMPR:
                 return
             _completed_inside_routine(irp, routine, owner)
+        if control & 0x01 and index < n and not stack[index].control & 0x01 and result != _SMPR:
+            # The routine ran with pending_returned set, let the walk go on and left the owner's
+            # location unmarked (reference 5.4, Verifier 0x228).  Noted for the check on what the
+            # top dispatch routine returned, which would otherwise blame the top driver (0x23D).
+            # The usual location (0xE0, no pending mark) pays the one bit test.
+            _dropped_mark(irp, routine, owner)
         if result is not usual:  # STATUS_CONTINUE_COMPLETION itself needs no check
             if type(result) is not NtStatus and type(result) is not int:
                 try:
                     _check_routine_result(routine, result)
                 except TypeError as error:
-                    _routine_raised(irp, index, error, routine, owner)
+                    _routine_raised(irp, index, error, routine, owner, context)
                     raise
             if monitor is not None:
                 monitor.routine_ran(irp, owner, routine, result)
@@ -161,19 +184,70 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     else:
         final_stage = irp._final_stage
         if final_stage is not None:
+            if final_stage is _creator_final_stage:
+                # A driver-allocated IRP reached the top (a breach of 5.8, never the usual path):
+                # its final stage names the last routine that ran and what it returned.
+                irp.__dict__[LAST_ROUTINE] = None if routine is None else (routine, result, owner)
             try:
                 final_stage(irp)
             except BaseException as error:
                 # A bug check of the final stage (the 5.8 rule, 0x312, ...) goes to the completer
-                # *and* to whoever waits: the waiter is woken now and raises it.
+                # *and* to whoever waits: the waiter is woken now and raises it.  So does the
+                # waiter of every IRP the last routine was given as its context (the request a
+                # driver's own IRP was serving, which that routine may already have completed).
                 irp._final_error = error
                 _wake(irp)
+                _record_on_linked(error, context, irp)
                 raise
     waiter = irp._waiter
     if waiter is not None:
         waiter.set()
     if monitor is not None:
         monitor.completed(irp)
+
+
+#: In a driver-allocated IRP's instance dict, for its final stage: (routine, result, device) of the
+#: last completion routine that ran in the walk that reached the top, or None if none ran.
+LAST_ROUTINE = "_airp_last_routine"
+
+#: The final stage of a driver-allocated IRP (airp._machine._allocation installs it).
+_creator_final_stage: Callable[[Irp], None] | None = None
+
+
+def _install_creator_final_stage(stage: Callable[[Irp], None]) -> None:
+    """The final stage for which the walk notes the last routine that ran (:data:`LAST_ROUTINE`)."""
+    global _creator_final_stage
+    _creator_final_stage = stage
+
+
+def _record_on_linked(error: BaseException, context: object, irp: Irp) -> None:
+    """Make a bug check raised while completing *irp* reach the waiters of the IRPs linked to it.
+
+    The link is the one a driver already makes: the context of the completion routine that ran
+    last, if it is an IRP or a tuple or list holding IRPs (``(parent, ...)``).  Each such IRP that
+    has no error yet gets *error* as its final error: whoever awaits it raises the bug check (at
+    once if it has completed, since its waiter is woken again; otherwise when it completes).
+    """
+    if isinstance(context, Irp):
+        linked: tuple[object, ...] | list[object] = (context,)
+    elif isinstance(context, (tuple, list)):
+        linked = context
+    else:
+        return
+    for other in linked:
+        if isinstance(other, Irp) and other is not irp and other._final_error is None:
+            other._final_error = error
+            if other._index > other.stack_count:
+                _wake(other)
+
+
+#: In an IRP's instance dict: (routine, device) of the first completion routine that let the walk
+#: go on without propagating the pending mark to its owner's location (see _dropped_mark).
+DROPPED_MARK = "_airp_dropped_mark"
+
+
+def _dropped_mark(irp: Irp, routine: object, owner: object) -> None:
+    irp.__dict__.setdefault(DROPPED_MARK, (routine, owner))
 
 
 def _wake(irp: Irp) -> None:
@@ -211,7 +285,9 @@ def _completed_inside_routine(irp: Irp, routine: object, owner: object) -> None:
     )
 
 
-def _routine_raised(irp: Irp, index: int, error: BaseException, routine: object, owner: object) -> None:
+def _routine_raised(
+    irp: Irp, index: int, error: BaseException, routine: object, owner: object, context: object = None
+) -> None:
     """A completion routine raised: finish the walk without it, then let the error go on.
 
     The IRP must still complete exactly once and wake whoever waits, so the walk goes on as if the
@@ -219,6 +295,10 @@ def _routine_raised(irp: Irp, index: int, error: BaseException, routine: object,
     status STATUS_INTERNAL_ERROR (the routine's work is unknown); the completer then gets the
     exception, and the requester an error whose cause it is (:attr:`Irp.routine_error`).
     """
+    if isinstance(error, BugCheck):
+        # A bug check in a completion routine (completing the request it serves twice, say)
+        # reaches the waiters of the IRPs it was given as context, as a final-stage one does.
+        _record_on_linked(error, context, irp)
     if irp._index != index or irp._index > irp.stack_count:
         return  # the routine completed or moved the IRP itself before raising: it is not ours
     irp.cancel_routine = None
