@@ -94,7 +94,7 @@ class Sensor(airp.Driver):
 
 
 def build_measure_irp(io: airp.IoManager, lower: airp.DeviceObject) -> airp.Irp:
-    irp = io.allocate_irp(lower.stack_size)
+    irp = io.new_traced_irp(lower.stack_size)
     loc = irp.next_stack_location
     loc.major = IrpMajor.DEVICE_CONTROL
     loc.parameters = airp.DeviceIoControlParameters(IOCTL_MEASURE, 0, 2)

@@ -397,7 +397,7 @@ async def test_a_request_from_above_is_not_the_drivers_to_free_or_reuse() -> Non
 
 def test_bare_irps_may_be_freed_and_reused() -> None:
     """``Irp(n)`` and ``IoManager.allocate_irp`` are plain allocations by the driver."""
-    for irp in (Irp(2), airp.IoManager().allocate_irp(2)):
+    for irp in (Irp(2), airp.IoManager().new_traced_irp(2)):
         irp.driver_context = 1
         reuse_irp(irp, airp.STATUS_UNSUCCESSFUL)
         assert irp.status == airp.STATUS_UNSUCCESSFUL

@@ -630,7 +630,7 @@ def test_attach_follows_the_stack_size_rule_and_returns_the_top() -> None:
     assert (top.lower_device, middle.lower_device, bottom.lower_device) == (middle, bottom, None)
     assert (bottom.attached_device, middle.attached_device, top.attached_device) == (middle, top, None)
     assert get_attached_device(bottom) is top
-    assert io.allocate_irp(top.stack_size).stack_count == 3
+    assert io.new_traced_irp(top.stack_size).stack_count == 3
 
 
 def test_attach_inherits_transfer_flags_and_device_type() -> None:
@@ -719,4 +719,4 @@ async def test_irps_carry_no_monitor_without_tracing() -> None:
     async with io.open("dev") as handle:
         await handle.read(1)
     assert [seen["monitor"] for seen in driver.seen] == [None] * 4
-    assert io.allocate_irp(1)._monitor is None
+    assert io.new_traced_irp(1)._monitor is None

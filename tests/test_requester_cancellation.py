@@ -169,7 +169,7 @@ def test_cancel_wait_limit_is_per_run() -> None:
 async def test_call_driver_and_wait_gets_the_irp_back_after_cancel(virtual_clock: VirtualClock) -> None:
     driver = HeldReads()
     io, device = make_io(driver)
-    irp = io.allocate_irp(device.stack_size)
+    irp = io.new_traced_irp(device.stack_size)
     loc = irp.next_stack_location
     loc.major = IrpMajor.READ
     loc.parameters = airp.ReadWriteParameters(4)
@@ -342,7 +342,7 @@ async def test_disowned_irp_in_call_driver_and_wait_releases_the_caller(virtual_
     airp.set_cancel_wait_limit(3)
     driver = Deaf()
     io, device = make_io(driver)
-    irp = io.allocate_irp(device.stack_size)
+    irp = io.new_traced_irp(device.stack_size)
     irp.next_stack_location.major = IrpMajor.READ
     with pytest.warns(DriverCancelTimeoutWarning, match="deaf"), anyio.move_on_after(1) as scope:
         await airp.call_driver_and_wait(device, irp)

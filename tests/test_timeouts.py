@@ -33,7 +33,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _read_irp(io: airp.IoManager, device: DeviceObject) -> Irp:
-    irp = io.allocate_irp(device.stack_size)
+    irp = io.new_traced_irp(device.stack_size)
     loc = irp.next_stack_location
     loc.major = IrpMajor.READ
     loc.parameters = airp.ReadWriteParameters(4)

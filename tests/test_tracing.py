@@ -313,14 +313,14 @@ async def test_format_trace_renders_lines_grouped_by_irp() -> None:
     assert len(format_trace(monitor.records).split("IRP #")) == 5  # CREATE, READ, CLEANUP, CLOSE
 
 
-def test_allocate_irp_is_watched_by_the_managers_monitor() -> None:
+def test_new_traced_irp_is_watched_by_the_managers_monitor() -> None:
     """DESIGN: IRPs carry a reference to the monitor only when tracing is on."""
     monitor = IrpMonitor()
-    irp = IoManager(monitor=monitor).allocate_irp(2)
+    irp = IoManager(monitor=monitor).new_traced_irp(2)
     assert irp._monitor is monitor
     assert irp._trace_id > 0
     assert f"#{irp._trace_id}" in repr(irp)
-    assert IoManager().allocate_irp(2)._monitor is None
+    assert IoManager().new_traced_irp(2)._monitor is None
 
 
 @pytest.mark.anyio
