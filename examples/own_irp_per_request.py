@@ -21,6 +21,12 @@ Two variants of step 3's "give the IRP back":
 Under ``--low-resources`` some allocations fail and the driver completes those reads with
 STATUS_INSUFFICIENT_RESOURCES, the path the simulation exists to test.
 
+Cancelling a read cancels its transfer: :func:`airp.cancel_with` ties the pended read (the parent)
+to the driver's own IRP (the child) before it is sent, so that the read's cancel cancels the
+transfer, and unties them when the transfer comes back, before ``transfer_done`` completes the
+read.  The bus driver honours the cancel (it completes a cancelled transfer with
+STATUS_CANCELLED), so a requester that gives up gets its answer at once (reference 6.3, 6.4).
+
 Run::
 
     python examples/own_irp_per_request.py allocate --reads 200
@@ -39,6 +45,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 import airp
 from airp import (
+    STATUS_CANCELLED,
     STATUS_INSUFFICIENT_RESOURCES,
     STATUS_INVALID_DEVICE_REQUEST,
     STATUS_MORE_PROCESSING_REQUIRED,
@@ -101,13 +108,24 @@ class UsbBus(airp.Driver):
             return STATUS_INVALID_DEVICE_REQUEST
         assert self._send is not None, "call start() first"
         irp.mark_pending()
+        # Cancelable while it waits for the device: arm, then recheck (reference 6.3).
+        irp.set_cancel_routine(self._transfer_cancelled)
+        if irp.cancel and irp.set_cancel_routine(None) is not None:
+            complete_request(irp, STATUS_CANCELLED, 0)
+            return STATUS_PENDING
         self._send.send_nowait(irp)
         return STATUS_PENDING
+
+    @staticmethod
+    def _transfer_cancelled(device: DeviceObject | None, irp: Irp) -> None:
+        complete_request(irp, STATUS_CANCELLED, 0)
 
     async def hardware(self) -> None:
         """Answer each pending transfer with a report, until cancelled."""
         assert self._receive is not None, "call start() first"
         async for irp in self._receive:
+            if irp.set_cancel_routine(None) is None:
+                continue  # its cancel routine took it: already completed as cancelled
             transfer: InterruptTransfer = irp.current_stack_location.parameters.argument1
             self.reports += 1
             report = f"report {self.reports:05d}".encode()[: len(transfer.buffer)]
@@ -147,8 +165,8 @@ class AllocateAndFree:
 class Pooled:
     """An :class:`airp.IrpPool`: reuse an idle IRP if there is one, allocate otherwise."""
 
-    def __init__(self, device: DeviceObject, allocator: airp.IrpAllocator) -> None:
-        self.pool = airp.IrpPool(device, allocator=allocator)
+    def __init__(self, device: DeviceObject, allocator: airp.IrpAllocator, target: DeviceObject | None = None) -> None:
+        self.pool = airp.IrpPool(device, target, allocator=allocator)
 
     def get(self) -> Irp | None:
         return self.pool.get()
@@ -189,8 +207,8 @@ class ReportReader(airp.Driver):
         return STATUS_SUCCESS
 
     @airp.dispatch(IrpMajor.READ)
-    async def read(self, device: DeviceObject, irp: Irp) -> int:
-        source: IrpSource = device.extension
+    async def read(self, device: DeviceObject[IrpSource], irp: Irp) -> int:
+        source = device.extension
         own = source.get()
         if own is None:
             # IoAllocateIrp returned NULL: fail the request, do not pend it.
@@ -203,6 +221,9 @@ class ReportReader(airp.Driver):
         own.set_completion_routine(transfer_done, (source, irp, transfer))
         # Mark before sending: the transfer may complete (and complete this read) before send returns.
         irp.mark_pending()
+        # Cancelling the read now cancels the transfer; untied again when the transfer comes back,
+        # before transfer_done runs (so it may complete the read with no cancel routine left on it).
+        airp.cancel_with(irp, own)
         await source.send(own)
         return STATUS_PENDING
 
@@ -242,12 +263,15 @@ async def run(
     bus_driver = UsbBus()
     bus_driver.start()
     bus = io.create_device(bus_driver, "\\Device\\UsbBus0")
-    reader = io.create_device(ReportReader(), DEVICE_NAME, flags=airp.DeviceFlags.BUFFERED_IO)
-    airp.attach_device(reader, bus)
     allocator = airp.IrpAllocator(low_resources=low_resources)
-    source: AllocateAndFree | Pooled
-    source = AllocateAndFree(bus, allocator) if variant == "allocate" else Pooled(reader, allocator)
-    reader.extension = source
+
+    def make_source(device: DeviceObject[IrpSource]) -> IrpSource:
+        # Called before the reader is attached, so the pool is told its target (the bus) outright.
+        return AllocateAndFree(bus, allocator) if variant == "allocate" else Pooled(device, allocator, bus)
+
+    reader = io.create_device(ReportReader(), DEVICE_NAME, flags=airp.DeviceFlags.BUFFERED_IO, make_extension=make_source)
+    airp.attach_device(reader, bus)
+    source = reader.extension
 
     reports: list[bytes] = []
     failed = 0

@@ -52,7 +52,7 @@ DEVICE_TIME = 3.0
 class LanesDevice:
     """The device extension: one StartIo lane per direction."""
 
-    def __init__(self, device: DeviceObject, scale: float) -> None:
+    def __init__(self, device: DeviceObject[LanesDevice], scale: float) -> None:
         self.seconds = DEVICE_TIME * scale
         self.start = 0.0
         self.read = airp.StartIoQueue(device, "read", self.read_start_io)
@@ -83,18 +83,22 @@ class LanesDriver(airp.Driver):
         return STATUS_SUCCESS
 
     @airp.dispatch(IrpMajor.READ)
-    async def read(self, device: DeviceObject, irp: Irp) -> int:
-        return device.extension.read.start_packet(irp)  # type: ignore[no-any-return]
+    async def read(self, device: DeviceObject[LanesDevice], irp: Irp) -> int:
+        return device.extension.read.start_packet(irp)
 
     @airp.dispatch(IrpMajor.WRITE)
-    async def write(self, device: DeviceObject, irp: Irp) -> int:
-        return device.extension.write.start_packet(irp)  # type: ignore[no-any-return]
+    async def write(self, device: DeviceObject[LanesDevice], irp: Irp) -> int:
+        return device.extension.write.start_packet(irp)
 
 
 async def run(scale: float = 1.0) -> float:
     io = airp.IoManager()
-    device = io.create_device(LanesDriver(), "\\Device\\Lanes", flags=DeviceFlags.BUFFERED_IO)
-    lanes = device.extension = LanesDevice(device, scale)
+    # The extension needs its device (each lane is a StartIoQueue of it): make_extension builds it
+    # once the device exists, and the result is a DeviceObject[LanesDevice], typed end to end.
+    device = io.create_device(
+        LanesDriver(), "\\Device\\Lanes", flags=DeviceFlags.BUFFERED_IO, make_extension=lambda d: LanesDevice(d, scale)
+    )
+    lanes = device.extension
     lanes.start = anyio.current_time()
     async with airp.run_device(device), io.open("\\Device\\Lanes") as handle:
         reads = [await handle.read_overlapped(3, offset=n) for n in range(10)]
