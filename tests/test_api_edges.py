@@ -331,6 +331,30 @@ def test_a_coroutine_in_place_of_an_irp_names_the_missing_await() -> None:
             coro.close()
 
 
+def test_the_core_calls_name_a_missing_await_too() -> None:
+    for call in (airp.cancel_irp, airp.complete_request):
+        coro = an_irp()
+        try:
+            with pytest.raises(TypeError, match=r"coroutine \(an_irp\).*the `await` is missing"):
+                call(coro)
+        finally:
+            coro.close()
+
+
+@pytest.mark.anyio
+async def test_call_driver_and_wait_for_irp_name_a_missing_await(virtual_clock: Any) -> None:
+    io = airp.IoManager()
+    device = io.create_device(airp.Driver())
+    coro = an_irp()
+    try:
+        with pytest.raises(airp.BugCheck, match=r"the `await` is missing"):
+            await airp.call_driver(device, coro)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"the `await` is missing"):
+            await airp.wait_for_irp(coro)  # type: ignore[arg-type]
+    finally:
+        coro.close()
+
+
 def test_an_overlapped_in_place_of_an_irp_says_to_pass_its_irp() -> None:
     class FakeOverlapped:  # what a handle's *_overlapped call returns, as far as the check goes
         irp = Irp(1)

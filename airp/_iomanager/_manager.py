@@ -481,7 +481,7 @@ class FileHandle:
 
         New requests on the handle are refused (``ValueError``) from the moment the close starts.
         The driver's IRP_MJ_CLEANUP routine must complete every request of this handle it still
-        holds, as cancelled (reference 6.5; ``IrpQueue.drain(file_object)`` does it for a
+        holds, as cancelled (reference 6.5; ``IrpQueue.complete_all(file_object)`` does it for a
         cancel-safe queue).  Once CLEANUP has completed, any request of the handle still
         outstanding is cancelled with :func:`~airp.cancel_irp` (as ``CancelIoEx`` on the handle
         would) and waited for.  The whole close is bounded by one cancel-wait limit: a request

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._bugcheck import BugCheck, BugCheckCode
 from ._completion import complete_request
 from ._irp import Irp
+from ._misuse import missing_await
 from ._status import STATUS_INTERNAL_ERROR
 
 __all__ = ["cancel_irp"]
@@ -36,7 +37,7 @@ def cancel_irp(irp: Irp) -> bool:
         in ``irp.cancel_routine``; :meth:`~airp.Irp.set_cancel_routine` refuses those up front).
     """
     if not isinstance(irp, Irp):
-        raise TypeError(f"cancel_irp needs an Irp, got {type(irp).__name__} {irp!r}")
+        raise TypeError(f"cancel_irp needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}")
     irp.cancel = True
     routine = irp.cancel_routine
     if routine is None:

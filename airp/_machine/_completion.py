@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._irp import _UNUSED, CompletionRoutine, Irp, StackLocation
+from ._misuse import missing_await
 from ._status import (
     STATUS_CONTINUE_COMPLETION,
     STATUS_INTERNAL_ERROR,
@@ -72,7 +73,7 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
         n = irp.stack_count
         index = irp._index
     except AttributeError:
-        raise TypeError(f"complete_request needs an Irp, got {type(irp).__name__} {irp!r}") from None
+        raise TypeError(f"complete_request needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}") from None
     if index > n:
         _completed_twice(irp)
     # Validate both values before writing either: a refused call leaves the IRP as it was.

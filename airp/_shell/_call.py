@@ -14,6 +14,7 @@ from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
+from .._machine._misuse import missing_await
 from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
 
 _DELETE_PENDING_MAJORS = frozenset((IrpMajor.CLEANUP, IrpMajor.CLOSE))
@@ -51,7 +52,7 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
     if type(irp) is not Irp and not isinstance(irp, Irp):
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"call_driver was given {type(irp).__name__} {irp!r}, not an Irp",
+            f"call_driver was given {type(irp).__name__} {irp!r}, not an Irp{missing_await(irp)}",
             parameters=(VerifierCode.CALL_DRIVER_NON_IRP, irp, 0, 0),
         )
     if type(device) is not DeviceObject or device.deleted:

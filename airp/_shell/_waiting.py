@@ -22,6 +22,7 @@ import anyio
 
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp, _install_pending_waiter, _io_status, _new_tuple
+from .._machine._misuse import missing_await
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 from ._call import call_driver
 from ._requester_cancel import requester_gave_up, wait_after_cancel
@@ -57,7 +58,11 @@ async def wait_for_irp(irp: Irp) -> IoStatus:
     :raises BugCheck: the bug check the IRP's final stage raised (0x312, the 5.8 rule), which
         also reached whoever completed it.
     """
-    if irp._index <= irp.stack_count:
+    try:
+        pending = irp._index <= irp.stack_count
+    except AttributeError:
+        raise TypeError(f"wait_for_irp needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}") from None
+    if pending:
         return await _awaitable_pending(irp)
     if irp._final_error is not None:
         raise irp._final_error
