@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -270,6 +271,7 @@ class IoManager:
 
     async def _open(self, name: str, synchronous: bool) -> FileHandle:
         device = self.get_device(name)
+        _register_in_run(self)
         file_object = FileObject(device, synchronous=synchronous)
         handle = FileHandle(self, file_object)
         await handle._simple(IrpMajor.CREATE)
@@ -321,6 +323,29 @@ class IoManager:
         # reported with DriverCancelTimeoutWarning.
         left = [irp for irp in self.outstanding_requests(file_object) if not is_disowned(irp)]
         return await cancel_and_wait(left, limit=limit)
+
+
+#: The I/O managers that opened a handle in the current run (weakly held), so that test support
+#: (``airp.testing``'s deadlock report) can list the requests still outstanding without module
+#: globals holding run state.
+_RUN_MANAGERS: anyio.lowlevel.RunVar[weakref.WeakSet[IoManager]] = anyio.lowlevel.RunVar("airp_io_managers")
+
+
+def _register_in_run(io: IoManager) -> None:
+    try:
+        managers = _RUN_MANAGERS.get()
+    except LookupError:
+        managers = weakref.WeakSet()
+        _RUN_MANAGERS.set(managers)
+    managers.add(io)
+
+
+def run_io_managers() -> list[IoManager]:
+    """The I/O managers that opened a handle in the current run (empty outside a run)."""
+    try:
+        return list(_RUN_MANAGERS.get())
+    except Exception:  # no manager opened a handle in this run, or not inside a run
+        return []
 
 
 class _Opening:

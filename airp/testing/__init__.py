@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._clock import AsyncioVirtualClock as AsyncioVirtualClock
 from ._clock import TrioVirtualClock as TrioVirtualClock
 from ._clock import VirtualClock as VirtualClock
+from ._clock import VirtualTimeDeadlock as VirtualTimeDeadlock
 from ._clock import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._clock import clock_of as clock_of
 from ._clock import virtual_anyio_backend as virtual_anyio_backend

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -33,6 +34,7 @@ _T = TypeVar("_T")
 
 __all__ = [
     "AsyncioVirtualClock",
+    "VirtualTimeDeadlock",
     "TrioVirtualClock",
     "VirtualClock",
     "VirtualTimeEventLoop",
@@ -100,6 +102,63 @@ class VirtualClock(Protocol):
         ...
 
 
+class VirtualTimeDeadlock(RuntimeError):  # noqa: N818 (the name the issue gives it)
+    """The run is deadlocked on virtual time: every task is blocked and nothing can wake one.
+
+    Raised by both virtual clocks (unless made with ``deadlock_error=False``) when no callback is
+    ready, no timer is scheduled, no worker thread is in flight, no
+    :func:`~airp.testing.wait_until_quiet` waits and no I/O other than the event loop's own wake-up
+    channel is registered: a real event loop would sleep forever.  The message lists the requests
+    still outstanding in the run's I/O managers, each with the device holding it and its driver.
+
+    :ivar now: the virtual time at which the run deadlocked.
+    :ivar outstanding: ``(irp, holding_device)`` pairs, oldest first per manager; the device is
+        ``None`` for an IRP back with its creator.
+    """
+
+    def __init__(self, now: float, outstanding: list[tuple[Any, Any]]) -> None:
+        self.now = now
+        self.outstanding = outstanding
+        lines = [
+            f"deadlock on virtual time at t={now!r}: every task is blocked, and no timer, I/O or worker "
+            "thread can wake any of them (a real event loop would hang here)"
+        ]
+        if outstanding:
+            lines.append(f"{len(outstanding)} request(s) still outstanding:")
+            for irp, device in outstanding:
+                holder = f"held by {device!r} (driver {device.driver!r})" if device is not None else "with its creator"
+                lines.append(f"  {irp!r} {holder}")
+        else:
+            lines.append("no request is outstanding in the run's I/O managers")
+        super().__init__("\n".join(lines))
+
+
+def _outstanding_requests() -> list[tuple[Any, Any]]:
+    # airp.testing sits above every layer: it may ask the run's I/O managers directly.
+    from .._iomanager._manager import run_io_managers
+    from .._shell._requester_cancel import holding_device
+
+    found: list[tuple[Any, Any]] = []
+    for io in run_io_managers():
+        for irp in io.outstanding_requests():
+            found.append((irp, holding_device(irp)))
+    return found
+
+
+def _waitpid_threads() -> bool:
+    # asyncio's ThreadedChildWatcher waits for a subprocess on a thread of this name.
+    return any(t.name.startswith("asyncio-waitpid-") for t in threading.enumerate())
+
+
+def _asyncio_can_wake(selector: selectors.BaseSelector, loop: VirtualTimeEventLoop) -> bool:
+    """Whether anything but a task could still wake an idle *loop* that has no timer."""
+    if _threads_in_flight(loop) or getattr(loop, "_signal_handlers", None) or _waitpid_threads():
+        return True
+    ssock = getattr(loop, "_ssock", None)  # the self-pipe: call_soon_threadsafe and signals
+    own = ssock.fileno() if ssock is not None else -1
+    return any(key.fd != own for key in selector.get_map().values())
+
+
 def _check_jump(seconds: float) -> float:
     seconds = float(seconds)
     if math.isnan(seconds) or seconds < 0:
@@ -126,10 +185,13 @@ class _VirtualSelector(selectors.DefaultSelector):
             # does over MockClock's autojump): wake them without moving time.
             clock._wake_idle_waiters()
             return events
-        if timeout is None:
-            # No timer at all: only I/O or another thread can wake the loop. Block for real.
-            return super().select(None)
         loop = self._airp_loop
+        if timeout is None:
+            # No timer at all: only I/O or another thread can wake the loop.
+            if clock.deadlock_error and loop is not None and not _asyncio_can_wake(self, loop):
+                # Nothing can: a real loop would hang. End the run (out of run_forever).
+                raise VirtualTimeDeadlock(clock._time, _outstanding_requests())
+            return super().select(None)  # block for real
         if loop is not None and _threads_in_flight(loop):
             # A jump now could fire a deadline before the thread's result arrives: wait for it.
             return super().select(min(timeout, THREAD_POLL_SECONDS))
@@ -185,13 +247,20 @@ class AsyncioVirtualClock:
 
     :param autojump: jump to the next timer when the loop is idle (default). With ``False`` time
         moves only through :meth:`jump`, and an idle loop with a pending timer waits in real time.
+    :param deadlock_error: end the run with :class:`VirtualTimeDeadlock` when nothing can wake it
+        (no ready callback, no timer, no worker thread in flight, no ``wait_until_quiet`` waiter,
+        no signal handler, no registered I/O but the loop's self-pipe) instead of hanging in real
+        time (default ``True``).  The error is raised out of ``run_forever``, so out of
+        ``anyio.run`` or the test; the loop's shutdown then cancels the tasks left.  With
+        ``False`` such a loop blocks for real, as a normal one would.
     """
 
     backend: BackendName = "asyncio"
 
-    def __init__(self, *, autojump: bool = True) -> None:
+    def __init__(self, *, autojump: bool = True, deadlock_error: bool = True) -> None:
         self._time = 0.0
         self.autojump = autojump
+        self.deadlock_error = deadlock_error
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loops = 0
 
@@ -262,6 +331,14 @@ class _TrioJumpClock:
             return _LONG_SLEEP  # wait_all_tasks_blocked's zero cushion wins: the waiters wake first
         if _trio_threads_in_flight():
             return THREAD_POLL_SECONDS  # real seconds: the thread's result wakes the run sooner
+        if deadline == math.inf and owner.deadlock_error and not owner._deadlock_pending and _trio_deadlocked():
+            # Nothing can wake the run. Raising here would be a TrioInternalError: hand the error
+            # to the main task instead, from trio's run_sync_soon task (as trio delivers ^C).
+            owner._deadlock_pending = True
+            import trio
+
+            trio.lowlevel.current_trio_token().run_sync_soon(owner._deliver_deadlock)
+            return 0.0
         if not owner.autojump:
             return _LONG_SLEEP  # time moves only through jump(); I/O still wakes the run
         if deadline == math.inf:
@@ -272,6 +349,44 @@ class _TrioJumpClock:
 
 #: What the trio clock answers when it must not jump and nothing is due: trio caps it anyway.
 _LONG_SLEEP = 86_400.0
+
+
+def _trio_deadlocked() -> bool:
+    """Whether nothing but a task could wake the idle trio run, which has no deadline."""
+    import trio
+
+    stats = trio.lowlevel.current_statistics()
+    if stats.run_sync_soon_queue_size:
+        return False
+    io = stats.io_statistics
+    runner = _trio_runner()
+    # epoll/kqueue count the tasks waiting on a file descriptor; Windows, overlapped waits and
+    # monitors. One of them is trio's own run_sync_soon task, reading its wake-up socket (which
+    # threads and signal handlers write to): that one cannot tell whether anything will come.
+    waiting = sum(
+        getattr(io, name, 0)
+        for name in ("tasks_waiting_read", "tasks_waiting_write", "tasks_waiting_overlapped", "monitors")
+    )
+    if waiting > _trio_own_waiters(runner):
+        return False
+    # trio.testing.wait_all_tasks_blocked called directly: trio wakes it after asking the clock.
+    return not getattr(runner, "waiting_for_idle", None)
+
+
+def _trio_own_waiters(runner: Any) -> int:
+    # How many of the I/O waiters are trio's run_sync_soon task on its wake-up socket (0 or 1).
+    try:
+        fd = runner.entry_queue.wakeup.wakeup_sock.fileno()
+        waiter = runner.io_manager._registered.get(fd)
+    except AttributeError:  # another I/O manager (Windows): assume the usual single waiter
+        return 1
+    return int(waiter is not None and waiter.read_task is not None)
+
+
+def _trio_runner() -> Any:
+    from trio._core._run import GLOBAL_RUN_CONTEXT  # trio has no public handle on the main task
+
+    return getattr(GLOBAL_RUN_CONTEXT, "runner", None)
 
 
 def _trio_threads_in_flight() -> bool:
@@ -292,12 +407,21 @@ class TrioVirtualClock:
     to wait without moving time: trio's own call only wakes before a jump while airp's waits.
 
     :param autojump: jump when idle (default); with ``False`` time moves only through :meth:`jump`.
+    :param deadlock_error: end the run with :class:`VirtualTimeDeadlock` when every task is blocked
+        and nothing can wake one (no deadline, no worker thread in flight, no ``wait_until_quiet``
+        or ``wait_all_tasks_blocked`` waiter, no task waiting on I/O, nothing queued by
+        ``run_sync_soon``) instead of hanging in real time (default ``True``).  The error is
+        raised into the run's main task where it waits, as trio delivers ``KeyboardInterrupt``
+        (past shields): a nursery it waits in cancels its children and re-raises it, so it comes
+        out of ``anyio.run`` or the test.  With ``False`` such a run sleeps for real.
     """
 
     backend: BackendName = "trio"
 
-    def __init__(self, *, autojump: bool = True) -> None:
+    def __init__(self, *, autojump: bool = True, deadlock_error: bool = True) -> None:
         self.autojump = autojump
+        self.deadlock_error = deadlock_error
+        self._deadlock_pending = False
         self._quiet = 0
         #: The object trio runs on (a ``trio.abc.Clock``).
         self.trio_clock: Any = _as_trio_clock(_TrioJumpClock(self))
@@ -315,6 +439,20 @@ class TrioVirtualClock:
     def anyio_backend(self) -> tuple[str, dict[str, Any]]:
         return ("trio", {"clock": self.trio_clock})
 
+    def _deliver_deadlock(self) -> None:
+        # Runs in trio's run_sync_soon task, in the pass after the clock saw the deadlock.
+        self._deadlock_pending = False
+        runner = _trio_runner()
+        main = getattr(runner, "main_task", None)
+        if main is None or main._abort_func is None:
+            return  # the main task is runnable after all: nothing to deliver
+        error = VirtualTimeDeadlock(self.now(), _outstanding_requests())
+
+        def raise_deadlock() -> Any:
+            raise error
+
+        main._attempt_abort(raise_deadlock)
+
     def __repr__(self) -> str:
         return f"<TrioVirtualClock time={self.now()!r} autojump={self.autojump}>"
 
@@ -329,15 +467,18 @@ def _as_trio_clock(clock: _TrioJumpClock) -> Any:
     return clock
 
 
-def virtual_clock_for(backend: str, *, autojump: bool = True) -> AsyncioVirtualClock | TrioVirtualClock:
+def virtual_clock_for(
+    backend: str, *, autojump: bool = True, deadlock_error: bool = True
+) -> AsyncioVirtualClock | TrioVirtualClock:
     """Return a fresh virtual clock for *backend* (``"asyncio"`` or ``"trio"``).
 
+    :param deadlock_error: raise :class:`VirtualTimeDeadlock` when nothing can wake the run.
     :raises ValueError: for any other backend name.
     """
     if backend == "asyncio":
-        return AsyncioVirtualClock(autojump=autojump)
+        return AsyncioVirtualClock(autojump=autojump, deadlock_error=deadlock_error)
     if backend == "trio":
-        return TrioVirtualClock(autojump=autojump)
+        return TrioVirtualClock(autojump=autojump, deadlock_error=deadlock_error)
     raise ValueError(f"no virtual clock for backend {backend!r}; expected 'asyncio' or 'trio'")
 
 
