@@ -15,7 +15,11 @@ It checks that all of them give the same time in system for every request, to th
 that the mean is near the theory (1 / (mu - lambda) = 5.0), then prints the wall time per request
 and the ratios to SimPy.  SimPy is a benchmark-only dependency: ``pip install -e '.[bench]'``.
 
-Run: python benchmarks/bench_mm1.py [--requests N] [--rounds R]
+``--million`` runs the airp model alone with a million requests on both backends (or ``--requests``
+N), keeping nothing per request, and prints seconds, µs per request and the memory traced at 10%
+and at 100% of the arrivals.
+
+Run: python benchmarks/bench_mm1.py [--requests N] [--rounds R] [--million]
 """
 
 from __future__ import annotations
@@ -144,6 +148,67 @@ async def with_airp(gaps: list[float], services: list[float]) -> list[float]:
     return times
 
 
+# -- a million requests, memory flat -------------------------------------------------------------------
+
+
+class _Draws:
+    """Service times drawn when the lane asks for them: requests are served in arrival order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def __getitem__(self, index: int) -> float:
+        return self.rng.expovariate(SERVICE_RATE)
+
+
+async def airp_streaming(count: int, seed: int) -> tuple[float, int, int]:
+    """The airp model with nothing kept per request: (mean time in system, bytes at 10%, at 100%)."""
+    import tracemalloc
+
+    arrivals = random.Random(seed)
+    io = airp.IoManager()
+    disk = Disk(_Draws(random.Random(seed + 1)))  # type: ignore[arg-type]
+    device = io.create_device(disk, "\\Device\\Disk")
+    disk.lane = airp.StartIoQueue(device, "disk", disk.serve)
+    send, receive = anyio.create_memory_object_stream[tuple[float, airp.Overlapped[bytes]]](math.inf)
+    total = 0.0
+    marks: list[int] = []
+
+    async def collector() -> None:
+        nonlocal total
+        async with receive:
+            async for arrived, request in receive:
+                await request
+                total += anyio.current_time() - arrived
+
+    async with airp.run_device(device), io.open("\\Device\\Disk") as handle, anyio.create_task_group() as tg:
+        tg.start_soon(collector)
+        async with send:
+            for i in range(count):
+                await anyio.sleep(arrivals.expovariate(ARRIVAL_RATE))
+                send.send_nowait((anyio.current_time(), await handle.read_overlapped(0, offset=i)))
+                if i + 1 in (count // 10, count):
+                    marks.append(tracemalloc.get_traced_memory()[0])
+    return total / count, marks[0], marks[1]
+
+
+def million(count: int) -> None:
+    import tracemalloc
+
+    print(f"M/M/1 in airp, {count} requests, tracemalloc on (it slows the run about 2x):")
+    for backend in ("asyncio", "trio"):
+        name, options = virtual_anyio_backend(backend)
+        tracemalloc.start()
+        start = time.perf_counter()
+        mean, at_tenth, at_end = anyio.run(airp_streaming, count, 7, backend=name, backend_options=options)
+        seconds = time.perf_counter() - start
+        tracemalloc.stop()
+        print(
+            f"  {backend:<8} {seconds:7.1f} s  {seconds / count * 1e6:6.1f} us/request  mean time in system"
+            f" {mean:.3f}  traced memory at 10%: {at_tenth / 1024:.0f} KiB, at 100%: {at_end / 1024:.0f} KiB"
+        )
+
+
 # -- measuring ----------------------------------------------------------------------------------------------
 
 
@@ -175,9 +240,14 @@ GOALS = {"airp/asyncio": 3.0, "airp/trio": 5.0, "anyio/asyncio": 2.5}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=None, help="default 20000, or 10**6 with --million")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each contender; the best is kept")
+    parser.add_argument("--million", action="store_true", help="run the airp model with 10**6 requests and watch memory")
     args = parser.parse_args()
+    if args.million:
+        million(args.requests or 1_000_000)
+        return
+    args.requests = args.requests or 20_000
     try:
         import simpy  # noqa: F401
     except ImportError:
