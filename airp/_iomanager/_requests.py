@@ -81,16 +81,17 @@ class Overlapped(Generic[T]):
                 parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
                 irp=irp,
             )
-        if (
-            output is not None
-            and irp.flags & IrpFlags.INPUT_OPERATION
-            and irp.system_buffer is not None
-            and status != STATUS_VERIFY_REQUIRED
-            and not nt_error(status)
-        ):
-            output[:count] = irp.system_buffer[:count]
-        if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
-            irp.system_buffer = None
+        # The flag tests only where there is a system buffer: IntFlag's ``&`` is a Python-level call.
+        if irp.system_buffer is not None:
+            if (
+                output is not None
+                and irp.flags & IrpFlags.INPUT_OPERATION
+                and status != STATUS_VERIFY_REQUIRED
+                and not nt_error(status)
+            ):
+                output[:count] = irp.system_buffer[:count]
+            if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
+                irp.system_buffer = None
         if not nt_error(status) or irp.pending_returned:
             self.io_status_block = IoStatus(NtStatus(status), irp.information)
 
@@ -148,6 +149,14 @@ def count_result(request: Overlapped[int]) -> int:
     return request.irp.information
 
 
+# The flag words built per request, as constants: ``int & IntFlag`` and ``IntFlag | IntFlag`` are
+# Python-level enum calls, four of them per read before (issue 11).
+_DO_BUFFERED_IO = int(DeviceFlags.BUFFERED_IO)
+_DO_DIRECT_IO = int(DeviceFlags.DIRECT_IO)
+_BUFFERED_READ = IrpFlags.READ_OPERATION | IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER | IrpFlags.INPUT_OPERATION
+_BUFFERED_WRITE = IrpFlags.WRITE_OPERATION | IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER
+
+
 def _new_irp(device: DeviceObject, file_object: FileObject | None, irp: Irp | None = None) -> tuple[Irp, Any]:
     if irp is None:
         irp = Irp(device.stack_size)
@@ -191,27 +200,29 @@ def build_read_write_request(
         if length < 0:
             raise ValueError(f"read length must be >= 0, got {length!r}")
         output = bytearray(length)
-        irp.flags = IrpFlags.READ_OPERATION
-        if device.flags & DeviceFlags.BUFFERED_IO:
+        if device.flags & _DO_BUFFERED_IO:
+            irp.flags = _BUFFERED_READ
             irp.system_buffer = bytearray(length)
-            irp.flags |= IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER | IrpFlags.INPUT_OPERATION
             irp.user_buffer = output
-        elif device.flags & DeviceFlags.DIRECT_IO:
-            irp.mdl = memoryview(output)
         else:
-            irp.user_buffer = output
+            irp.flags = IrpFlags.READ_OPERATION
+            if device.flags & _DO_DIRECT_IO:
+                irp.mdl = memoryview(output)
+            else:
+                irp.user_buffer = output
         loc.parameters = ReadWriteParameters(length, offset)
         return Overlapped(irp, output, read_result)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"write data must be bytes-like, got {type(data).__name__}")
-    irp.flags = IrpFlags.WRITE_OPERATION
-    if device.flags & DeviceFlags.BUFFERED_IO:
+    if device.flags & _DO_BUFFERED_IO:
+        irp.flags = _BUFFERED_WRITE
         irp.system_buffer = bytearray(data)
-        irp.flags |= IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER
-    elif device.flags & DeviceFlags.DIRECT_IO:
-        irp.mdl = memoryview(data).toreadonly()
     else:
-        irp.user_buffer = data
+        irp.flags = IrpFlags.WRITE_OPERATION
+        if device.flags & _DO_DIRECT_IO:
+            irp.mdl = memoryview(data).toreadonly()
+        else:
+            irp.user_buffer = data
     loc.parameters = ReadWriteParameters(len(data), offset)
     return Overlapped(irp, None, count_result)
 

@@ -42,8 +42,9 @@ Departures from Windows (each also noted where it applies):
 from __future__ import annotations
 
 import inspect
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
@@ -350,23 +351,27 @@ class StartIoQueue(_QueueBase):
         checkpoint = anyio.lowlevel.checkpoint
         while True:
             if ready:
-                await self._start_io(ready.popleft())
-                # One checkpoint per packet, like a memory-object stream's receive: a routine that
-                # never awaits must not keep the event loop to itself for a whole queue.
-                await checkpoint()
+                if not await self._start_io(ready.popleft()):
+                    # A routine that never gave the event loop a turn (it completed its IRP
+                    # without suspending) gets one checkpoint after it, like a memory-object
+                    # stream's receive: it must not keep the loop to itself for a whole queue.
+                    # One that suspended has already let the others run (issue 11).
+                    await checkpoint()
                 continue
             if self._closing:
                 return
             event = self._wakeup = anyio.Event()
             await event.wait()
 
-    async def _start_io(self, irp: Irp) -> None:
+    async def _start_io(self, irp: Irp) -> bool:
+        # Returns whether the routine suspended (True as well when it raised: the worker then
+        # carries on as after a routine that gave the loop a turn, as it always did).
         level = irp._index
         self._running = irp
         self._in_start_io = True
         self.started += 1
         try:
-            await self.routine(self.device, irp)
+            suspended = await _drive(self.routine(self.device, irp))
         except BaseException as error:
             self._in_start_io = False
             self._running = None
@@ -379,10 +384,11 @@ class StartIoQueue(_QueueBase):
             if isinstance(error, BugCheck) or not isinstance(error, Exception):
                 raise
             self._after_start_io(irp, True)
-            return
+            return False
         self._in_start_io = False
         self._running = None
         self._after_start_io(irp, self.start_next_on_return)
+        return suspended
 
     def _after_start_io(self, irp: Irp, start_next: bool) -> None:
         deferred = self._deferred_next
@@ -392,6 +398,40 @@ class StartIoQueue(_QueueBase):
                 self._next(*deferred)
         elif start_next and self.current_irp is irp and self.queue.busy:
             self._next(None, True)
+
+
+@types.coroutine
+def _drive(awaitable: Awaitable[object]) -> Generator[Any, Any, bool]:
+    """``await awaitable``, telling whether it suspended: True if it yielded to the event loop.
+
+    The expansion of ``yield from`` (PEP 380), written out so that the first step can be seen: a
+    routine that returns at its first step never let the loop run anything else.  Every later
+    step is passed through unchanged, sent values (trio's outcomes) and thrown exceptions
+    (cancellation) alike.
+    """
+    steps = awaitable.__await__()
+    try:
+        yielded = steps.send(None)
+    except StopIteration:
+        return False
+    while True:
+        thrown: BaseException | None = None
+        sent: Any = None
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            close = getattr(steps, "close", None)
+            if close is not None:
+                close()
+            raise
+        except BaseException as error:
+            thrown = error
+        try:
+            yielded = steps.send(sent) if thrown is None else steps.throw(thrown)
+        except StopIteration:
+            return True
+        finally:
+            thrown = None
 
 
 def _fail(irp: Irp, status: NtStatus) -> None:
