@@ -241,6 +241,15 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     def _executor_job_done(self, future: asyncio.Future[Any]) -> None:
         self._executor_jobs -= 1
 
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        # The shutdown joins the executor's threads from a thread of its own that reports back
+        # with call_soon_threadsafe: a thread in flight like any other, not a deadlock.
+        self._executor_jobs += 1
+        try:
+            await super().shutdown_default_executor(*args, **kwargs)
+        finally:
+            self._executor_jobs -= 1
+
 
 class AsyncioVirtualClock:
     """Virtual time for asyncio: make loops with :meth:`make_loop` (the ``loop_factory``).
