@@ -36,6 +36,7 @@ from airp import (
     dispatch,
     forward_and_wait,
     pass_down,
+    set_cancel_wait_limit,
     wait_for_irp,
 )
 from airp._machine._device import delete_device
@@ -363,7 +364,9 @@ async def test_pended_irp_is_awaited_through_one_lazily_created_event() -> None:
         tg.start_soon(waiter, "first", first)
         await first.wait()
         event = irp._waiter
-        assert isinstance(event, anyio.Event)
+        # One waiter object with anyio.Event's set()/is_set() (airp._shell._waiter), not yet set.
+        assert event is not None
+        assert not event.is_set()  # type: ignore[attr-defined]
         second = anyio.Event()
         tg.start_soon(waiter, "second", second)
         await second.wait()
@@ -372,6 +375,44 @@ async def test_pended_irp_is_awaited_through_one_lazily_created_event() -> None:
         complete_request(pender.held[0], STATUS_SUCCESS, 3)
     assert sorted(results) == [("first", (STATUS_SUCCESS, 3)), ("second", (STATUS_SUCCESS, 3))]
     assert irp._waiter is event
+    assert event.is_set()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_one_waiter_cancelled_does_not_wake_or_break_the_others() -> None:
+    """Two requesters await one pended IRP whose driver ignores cancel; one is cancelled.
+
+    The cancelled one cancels the IRP and keeps waiting, shielded, on the same waiter (reference
+    6.6); the other is neither woken early nor broken by that cancellation: when the driver
+    completes the IRP both wake, the cancelled one with its cancellation, the other with the status.
+    """
+    set_cancel_wait_limit(None)  # no limit: the cancelled requester waits for the driver
+    pender = Pender()
+    (device,) = stack(pender)
+    irp = read_irp(device)
+    assert await call_driver(device, irp) == STATUS_PENDING
+    outcome: dict[str, object] = {}
+
+    async def patient() -> None:
+        outcome["patient"] = await irp
+
+    async def impatient(scope: anyio.CancelScope) -> None:
+        with scope:
+            await irp
+            outcome["impatient"] = "not cancelled"
+        outcome["impatient"] = "cancelled" if scope.cancelled_caught else "finished"
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(patient)
+        tg.start_soon(impatient, scope)
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert irp.cancel  # the cancelled requester cancelled the IRP ...
+        assert outcome == {}  # ... and both still wait: the driver has not completed it
+        complete_request(pender.held[0], STATUS_SUCCESS, 5)
+    assert outcome == {"patient": (STATUS_SUCCESS, 5), "impatient": "cancelled"}
 
 
 @pytest.mark.anyio

@@ -33,6 +33,7 @@ from .._shell._requester_cancel import (
     get_cancel_wait_limit,
     is_disowned,
 )
+from .._shell._waiter import new_waiter
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -439,7 +440,7 @@ class FileHandle:
             if not irp.completed:
                 waiter = irp._waiter
                 if waiter is None:
-                    waiter = irp._waiter = anyio.Event()
+                    waiter = irp._waiter = new_waiter()
                 await waiter.wait()  # type: ignore[attr-defined]
         if not irp.completed:
             try:

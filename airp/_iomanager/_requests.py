@@ -26,6 +26,7 @@ from .._machine._file import FileObject
 from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
 from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
 from .._shell._requester_cancel import release_from_task
+from .._shell._waiting import _await_back
 
 __all__ = ["Overlapped", "build_device_control_request", "build_read_write_request"]
 
@@ -123,7 +124,11 @@ class Overlapped(Generic[T]):
         raise NtStatusError(status, f"{_describe(irp)} failed", information=irp.information, data=data) from irp.routine_error
 
     def __await__(self) -> Generator[Any, None, T]:
-        yield from self.irp.__await__()
+        # Irp.__await__ inlined (its IoStatus is not needed: result() reads the IRP): a request
+        # still in flight is waited for one frame nearer the event loop (issue 11).
+        irp = self.irp
+        if irp._index <= irp.stack_count:
+            yield from _await_back(irp)
         return self.result()
 
     def __repr__(self) -> str:

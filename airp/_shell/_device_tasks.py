@@ -35,6 +35,7 @@ from .._machine._device import DeviceObject
 from .._machine._irp import Irp, IrpStateError
 from .._machine._status import STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_NO_SUCH_DEVICE, NtStatus
 from ._requester_cancel import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
+from ._waiter import Waiter, new_waiter
 
 __all__ = [
     "DeviceRoutineError",
@@ -430,9 +431,9 @@ class DeviceTasks:
         # upper driver's STATUS_MORE_PROCESSING_REQUIRED routine does not, and a KMDF request's
         # Request.complete wakes the settle directly (IoQueue._release).
         if not irp.completed:
-            waiter: anyio.Event | None = irp._waiter  # type: ignore[assignment]
+            waiter: Waiter | None = irp._waiter  # type: ignore[assignment]
             if waiter is None:
-                waiter = irp._waiter = anyio.Event()
+                waiter = irp._waiter = new_waiter()
             await waiter.wait()
         self._let_go()
 

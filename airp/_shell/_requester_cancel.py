@@ -39,6 +39,7 @@ from .._machine._errors import NtStatusError
 from .._machine._irp import Irp
 from .._machine._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
 from ._call import call_driver
+from ._waiter import new_waiter
 
 if TYPE_CHECKING:
     from .._machine._device import DeviceObject
@@ -449,7 +450,7 @@ async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int
                 if not irp.completed:
                     waiter = irp._waiter
                     if waiter is None:
-                        waiter = irp._waiter = anyio.Event()
+                        waiter = irp._waiter = new_waiter()
                     await waiter.wait()  # type: ignore[attr-defined]
         for irp in irps:
             if not irp.completed:

@@ -61,6 +61,7 @@ from .._machine._status import (
     NtStatus,
 )
 from ._device_tasks import DeviceState, RoutineFailure, _Hold, _KeepFirst, _QueueBase, device_tasks
+from ._waiter import Waiter, new_waiter
 
 __all__ = [
     "StartIoQueue",
@@ -180,7 +181,7 @@ class StartIoQueue(_QueueBase):
         self._running: Irp | None = None  # the IRP the routine is processing
         self._in_start_io = False
         self._deferred_next: tuple[int | None, bool] | None = None
-        self._wakeup: anyio.Event | None = None
+        self._wakeup: Waiter | None = None
         self._closing = False
         self._cancel: CancelRoutine = self._cancel_queued
         tasks._register(self)
@@ -360,7 +361,7 @@ class StartIoQueue(_QueueBase):
                 continue
             if self._closing:
                 return
-            event = self._wakeup = anyio.Event()
+            event = self._wakeup = new_waiter()
             await event.wait()
 
     async def _start_io(self, irp: Irp) -> bool:

@@ -1,6 +1,7 @@
 """Waiting for IRPs: where a requester's await meets the synchronous completion walk.
 
-A requester waits on one ``anyio.Event`` per IRP, created only when the IRP is still pending at
+A requester waits on one waiter per IRP (:mod:`airp._shell._waiter`, an ``anyio.Event`` made
+cheaper), created only when the IRP is still pending at
 the moment somebody awaits it; the completion walk calls ``set()`` on it.
 
 Cancellation follows the Windows rule that cancelling never shortens the wait for an IRP to come
@@ -26,11 +27,12 @@ from .._machine._misuse import missing_await
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
 from ._call import call_driver
 from ._requester_cancel import requester_gave_up, wait_after_cancel
+from ._waiter import Waiter, new_waiter
 
 __all__ = ["call_driver_and_wait", "forward_and_wait", "wait_for_irp"]
 
 
-async def _wait_cancelling(event: anyio.Event, irp: Irp) -> None:
+async def _wait_cancelling(event: Waiter, irp: Irp) -> None:
     try:
         await event.wait()
     except anyio.get_cancelled_exc_class():
@@ -75,11 +77,11 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
     # requester and the event, and no extra frame for _wait_cancelling, whose protocol it inlines.
     # Every level of that chain is paid on suspension and again on resumption, and the pended round
     # trip is held against a bare Event hand-off (DESIGN.md, performance budget).
-    event: anyio.Event | None = irp._waiter  # type: ignore[assignment]
+    event: Waiter | None = irp._waiter  # type: ignore[assignment]
     if event is None:
-        event = irp._waiter = anyio.Event()
+        event = irp._waiter = new_waiter()
     try:
-        yield from event.wait().__await__()
+        yield from event._wait()
     except anyio.get_cancelled_exc_class():
         # As _wait_cancelling: cancel the IRP, wait for it shielded and bounded, then re-raise
         # unless it is the requester's cancellation reaching a dispatch routine.
@@ -90,6 +92,22 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
         raise irp._final_error
     status = irp.status
     return _new_tuple(IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information))
+
+
+def _await_back(irp: Irp) -> Generator[Any, None, None]:
+    # _await_pending without the IoStatus: what Overlapped.__await__ runs for a request still in
+    # flight, directly rather than through Irp.__await__, one frame fewer on the overlapped path
+    # (issue 11); the Overlapped reads the IRP itself afterwards.  The same protocol, copied rather
+    # than shared, since sharing it would put a frame back.
+    event: Waiter | None = irp._waiter  # type: ignore[assignment]
+    if event is None:
+        event = irp._waiter = new_waiter()
+    try:
+        yield from event._wait()
+    except anyio.get_cancelled_exc_class():
+        back = yield from wait_after_cancel(event, irp).__await__()
+        if not back or not requester_gave_up():
+            raise
 
 
 # The same function, flagged so that coroutines can await what it returns (types.coroutine marks
@@ -105,7 +123,7 @@ class _Handback:
     __slots__ = ("event", "returned")
 
     def __init__(self) -> None:
-        self.event: anyio.Event | None = None
+        self.event: Waiter | None = None
         self.returned = False
 
 
@@ -145,11 +163,11 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
         # shielded, bounded), so that the caller's own frame unwinds holding it and call_driver
         # completes it for the caller.
         if not box.returned:
-            box.event = anyio.Event()
+            box.event = new_waiter()
             await wait_after_cancel(box.event, irp)
         raise
     if not box.returned:
-        box.event = anyio.Event()
+        box.event = new_waiter()
         await _wait_cancelling(box.event, irp)
     return _io_status(irp.status, irp.information)
 
