@@ -93,6 +93,11 @@ def _install_pending_waiter(waiter: Callable[[Irp], Generator[Any, None, IoStatu
 _CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+#: The completion routine set_completion_routine last found to be a plain function (a memo of a
+#: pure check, not run state: a routine is a coroutine function or not, for good).
+_last_good_routine: object = None
+
+
 def _bad_completion_routine(routine: object) -> NoReturn:
     raise TypeError(
         f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}"
@@ -515,12 +520,16 @@ class Irp:
         # A coroutine function would only be found out mid-walk, where it strands the IRP: refuse it
         # here.  Functions and bound methods expose their code object; anything else takes the
         # slower general test.
-        code = getattr(routine, "__code__", None)
-        if code is None:
-            if not callable(routine) or inspect.iscoroutinefunction(routine):
+        # The last routine found good is remembered: filters set the same one on every IRP.
+        global _last_good_routine
+        if routine is not _last_good_routine:
+            code = getattr(routine, "__code__", None)
+            if code is None:
+                if not callable(routine) or inspect.iscoroutinefunction(routine):
+                    _bad_completion_routine(routine)
+            elif code.co_flags & _CO_ASYNC:
                 _bad_completion_routine(routine)
-        elif code.co_flags & _CO_ASYNC:
-            _bad_completion_routine(routine)
+            _last_good_routine = routine
         loc = self._stack[index]
         if loc is _UNUSED:
             loc = self._stack[index] = StackLocation()
