@@ -21,15 +21,20 @@ from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import Irp
 from .._machine._monitor import MonitorHooks
-from .._machine._status import STATUS_DELETE_PENDING, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND
+from .._machine._status import (
+    STATUS_DELETE_PENDING,
+    STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_PENDING,
+)
 from .._shell._call import call_driver
 from .._shell._requester_cancel import (
     _IRP_LIMIT,
     _check_limit,
+    _current_task_io,
     _disown,
     call_driver_for_requester,
     cancel_and_wait,
-    charge_to_current_task,
     get_cancel_wait_limit,
     is_disowned,
 )
@@ -291,23 +296,27 @@ class IoManager:
             self.monitor.watch(irp)
         if self.cancel_wait_limit is not None:
             irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
-        self._track(irp)
+        # The handle's list of requests (for cleanup, reference 6.5) and the issuing task's (the
+        # thread's IrpList, 6.6); Overlapped's final stage takes the IRP off both.  Written out
+        # here rather than through charge_to_current_task: two frames fewer per request (issue 11).
+        file_object = irp.file_object
+        if file_object is not None:
+            file_object.requests[irp] = None
+            self._files[file_object] = None
+        tio = _current_task_io.get()
+        if tio is not None and not tio.closed:
+            tio._charge(irp)
         if deadline == math.inf:
             status = await call_driver(top, irp)
         else:
             status = await call_driver_for_requester(top, irp, deadline)
         request.status_returned = status
-        check_returned_status(irp, status, top)
+        # check_returned_status has nothing to check for STATUS_PENDING on an IRP still in flight
+        # (the final stage checks the mark later) or one completed with the mark propagated: skip
+        # the call for that common answer (issue 11).
+        if status != STATUS_PENDING or (irp._index > irp.stack_count and not irp.pending_returned):
+            check_returned_status(irp, status, top)
         return request
-
-    def _track(self, irp: Irp) -> None:
-        # The handle's list of requests (for cleanup, reference 6.5) and the issuing task's (the
-        # thread's IrpList, 6.6); Overlapped's final stage takes the IRP off both.
-        file_object = irp.file_object
-        if file_object is not None:
-            file_object.requests[irp] = None
-            self._files[file_object] = None
-        charge_to_current_task(irp)
 
     def outstanding_requests(self, file_object: FileObject | None = None) -> list[Irp]:
         """Requests sent through this manager that have not completed yet, oldest first.
@@ -453,7 +462,12 @@ class FileHandle:
 
     async def read_overlapped(self, length: int, *, offset: int = 0) -> Overlapped[bytes]:
         """Send a read of *length* bytes at *offset*; return once the dispatch routine returned."""
-        top = self._top()
+        # _top's checks, with the call only when one of them fails, to raise its error (issue 11).
+        file_object = self.file_object
+        device = file_object.device
+        top = get_attached_device(device)
+        if file_object.closed or self._closing or device.deleted or top.deleted:
+            top = self._top()
         request = build_read_write_request(top, IrpMajor.READ, length=length, offset=offset, file_object=self.file_object)
         return await self.io._send(request, top)
 

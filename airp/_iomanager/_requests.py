@@ -23,9 +23,9 @@ from .._machine._completion import DROPPED_MARK
 from .._machine._device import DeviceObject
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
-from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters
-from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error, nt_success
-from .._shell._requester_cancel import release_from_task
+from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters, _new_tuple
+from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error
+from .._shell._requester_cancel import TaskIo
 from .._shell._waiting import _await_back
 
 __all__ = ["Overlapped", "build_device_control_request", "build_read_write_request"]
@@ -67,13 +67,17 @@ class Overlapped(Generic[T]):
         file_object = irp.file_object
         if file_object is not None:
             file_object.requests.pop(irp, None)
-        release_from_task(irp)
+        # release_from_task and nt_error written out: a frame each per request (issue 11).
+        owner = irp.owner
+        if isinstance(owner, TaskIo):
+            owner._release(irp)
         status = irp.status
         if self.status_returned == STATUS_PENDING and not irp.pending_returned:
             check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)
         output = self._output
         count = irp.information
-        if output is not None and count > len(output) and not nt_error(status):
+        error = (status & 0xFFFF_FFFF) >> 30 == 3
+        if output is not None and count > len(output) and not error:
             # Verifier 0x312 for every transfer type: with direct and neither I/O the driver
             # wrote into the requester's buffer itself, and still may not claim more than it holds.
             raise BugCheck(
@@ -88,13 +92,17 @@ class Overlapped(Generic[T]):
                 output is not None
                 and irp.flags & IrpFlags.INPUT_OPERATION
                 and status != STATUS_VERIFY_REQUIRED
-                and not nt_error(status)
+                and not error
             ):
                 output[:count] = irp.system_buffer[:count]
             if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
                 irp.system_buffer = None
-        if not nt_error(status) or irp.pending_returned:
-            self.io_status_block = IoStatus(NtStatus(status), irp.information)
+        if not error or irp.pending_returned:
+            # Built as Irp builds its IoStatus: no NamedTuple __new__ frame, and no enum call for
+            # a status that is an NtStatus already (issue 11).
+            self.io_status_block = _new_tuple(
+                IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information)
+            )
 
     def result(self) -> T:
         """The result of a completed request.
@@ -108,14 +116,14 @@ class Overlapped(Generic[T]):
         :raises RuntimeError: if the request has not completed yet.
         """
         irp = self.irp
-        if not irp.completed:
+        if irp._index <= irp.stack_count:  # not irp.completed, without the property's frame
             raise RuntimeError(f"{irp!r} has not completed yet: await the Overlapped first")
         if irp._final_error is not None:
             # Before the status: a request that succeeded can still have been served by code that
             # broke a rule while completing it (a driver's own IRP that reached the top, 5.8).
             raise irp._final_error
         status = irp.status
-        if nt_success(status):
+        if status & 0xFFFF_FFFF < 0x8000_0000:  # nt_success, written out (issue 11)
             return self._result(self)
         data = None
         if not nt_error(status) and self._output is not None:
@@ -197,7 +205,12 @@ def build_read_write_request(
         raise TypeError(f"offset must be an int, got {type(offset).__name__} {offset!r}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset!r}")
-    irp, loc = _new_irp(device, file_object, irp)
+    # _new_irp written out: a frame and a tuple fewer per request (issue 11).
+    if irp is None:
+        irp = Irp(device.stack_size)
+    irp.file_object = file_object
+    loc = irp._stack[irp.stack_count - 1]
+    loc.file_object = file_object
     loc.major = major
     if major == IrpMajor.READ:
         if type(length) is not int:

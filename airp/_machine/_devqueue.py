@@ -146,7 +146,8 @@ class DeviceQueue(Generic[T]):
         if not self._busy:
             self._busy = True
             return False
-        self._check_new(entry)
+        if entry in self._keys:  # _check_new's test inline: insert runs once per queued packet
+            self._check_new(entry)
         entries = self._entries
         if entries and self._sorted and self._keys[entries[-1]] > 0:
             self._sorted = False

@@ -233,11 +233,18 @@ class StartIoQueue(_QueueBase):
             irp.set_cancel_routine(cancel_routine)
         inserted = queue.insert(irp) if key is None else queue.insert_by_key(irp, key)
         if not inserted:
-            self._set_current(irp)
+            # _set_current and _wake written out, as in _next (issue 11).
+            self.current_irp = irp
+            self._current_level = irp._index
+            if self._system:
+                self.device.current_irp = irp
             if self.non_cancelable:
                 irp.cancel_routine = None
             self._ready.append(irp)
-            self._wake()
+            event = self._wakeup
+            if event is not None:
+                self._wakeup = None
+                event.set()
         elif cancel_routine is not None and irp.cancel:
             taken = irp.cancel_routine
             irp.cancel_routine = None
@@ -290,16 +297,25 @@ class StartIoQueue(_QueueBase):
             event.set()
 
     def _next(self, key: int | None, cancelable: bool) -> None:
-        self._set_current(None)
+        # _set_current and _wake written out: _next runs once per packet (issue 11).
+        self.current_irp = None
+        if self._system:
+            self.device.current_irp = None
         queue = self.queue
         irp = queue.remove() if key is None else queue.remove_by_key(key)
         if irp is None:
             return
-        self._set_current(irp)
+        self.current_irp = irp
+        self._current_level = irp._index
+        if self._system:
+            self.device.current_irp = irp
         if self.non_cancelable:
             irp.cancel_routine = None
         self._ready.append(irp)
-        self._wake()
+        event = self._wakeup
+        if event is not None:
+            self._wakeup = None
+            event.set()
 
     def _cancel_queued(self, device: DeviceObject | None, irp: Irp) -> None:
         # Reference 7.5: still queued -> ours to complete; being started -> the routine's.
@@ -397,7 +413,7 @@ class StartIoQueue(_QueueBase):
             self._deferred_next = None
             if self.queue.busy:
                 self._next(*deferred)
-        elif start_next and self.current_irp is irp and self.queue.busy:
+        elif start_next and self.current_irp is irp and self.queue._busy:
             self._next(None, True)
 
 
