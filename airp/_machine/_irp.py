@@ -519,8 +519,8 @@ class Irp:
             raise IrpStateError(f"cannot set a completion routine: {self!r} has no next stack location")
         # A coroutine function would only be found out mid-walk, where it strands the IRP: refuse it
         # here.  Functions and bound methods expose their code object; anything else takes the
-        # slower general test.
-        # The last routine found good is remembered: filters set the same one on every IRP.
+        # slower general test.  The last routine found good is remembered, since a filter sets the
+        # same one on every IRP it forwards.
         global _last_good_routine
         if routine is not _last_good_routine:
             code = getattr(routine, "__code__", None)
@@ -606,11 +606,11 @@ class Irp:
     def __await__(self) -> Generator[Any, None, IoStatus]:
         if self._index > self.stack_count:
             # _io_status inlined: this is the synchronous path, held to a budget per IRP.
+            if self._final_error is not None:
+                raise self._final_error
             status = self.status
             if type(status) is not NtStatus:
                 status = NtStatus(status)
-            if self._final_error is not None:
-                raise self._final_error
             return _new_tuple(IoStatus, (status, self.information))
         return (yield from _await_pending(self))
 
