@@ -124,6 +124,10 @@ from ._shell._kmdf_queue import IoHandler as IoHandler
 from ._shell._kmdf_queue import IoQueue as IoQueue
 from ._shell._kmdf_queue import QueueState as QueueState
 from ._shell._kmdf_queue import Request as Request
+from ._shell._remove_lock import RemoveLock as RemoveLock
+from ._shell._remove_lock import RemoveLockHold as RemoveLockHold
+from ._shell._remove_lock import RemoveLockStatistics as RemoveLockStatistics
+from ._shell._remove_lock import RemoveLockViolation as RemoveLockViolation
 from ._shell._requester_cancel import DEFAULT_CANCEL_WAIT_LIMIT as DEFAULT_CANCEL_WAIT_LIMIT
 from ._shell._requester_cancel import DriverCancelTimeoutError as DriverCancelTimeoutError
 from ._shell._requester_cancel import DriverCancelTimeoutWarning as DriverCancelTimeoutWarning
