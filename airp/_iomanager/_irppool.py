@@ -116,7 +116,9 @@ class IrpPool:
     once no lower driver holds it.  Give pooled IRPs back with :meth:`put`, never
     :func:`~airp.free_irp`.
 
-    Call :meth:`close` when the device is removed: the pool does not know when that happens.
+    Deleting the device (``delete_device``, which a driver does in IRP_MN_REMOVE_DEVICE) closes
+    the pool; :meth:`close` may also be called earlier.  Unloading the driver
+    (:meth:`airp.IoManager.unload_driver`) is refused while any of its pools has IRPs out.
 
     :param device: the device whose driver owns the pool.
     :param target: where the IRPs go; default ``device.lower_device``.
@@ -160,6 +162,13 @@ class IrpPool:
         self._allocated = 0
         self._failed = 0
         self._freed = 0
+        # Deleting the device closes the pool (its idle IRPs are freed there, not leaked), and
+        # unloading the driver names the IRPs still out.
+        hooks = device._on_delete
+        if hooks is None:
+            hooks = device._on_delete = []
+        hooks.append(self.close)
+        device.driver._irp_pools.add(self)
 
     @property
     def stack_size(self) -> int:
@@ -270,7 +279,7 @@ class IrpPool:
     def close(self) -> IrpPoolReport:
         """Empty the pool because its device is going away: free the idle IRPs, report the rest.
 
-        Afterwards :meth:`get` raises, and IRPs still out are freed as they are given back.  Closing
+        Deleting the pool's device (``delete_device``) calls it.  Afterwards :meth:`get` raises, and IRPs still out are freed as they are given back.  Closing
         twice frees nothing more and reports what is still out.
 
         :returns: how many idle IRPs were freed, and the IRPs still in use.

@@ -21,8 +21,11 @@ from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import Irp
 from .._machine._monitor import MonitorHooks
+from .._machine._pnp import PnpState
 from .._machine._status import (
     STATUS_DELETE_PENDING,
+    STATUS_DEVICE_NOT_READY,
+    STATUS_NO_SUCH_DEVICE,
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_PENDING,
@@ -39,6 +42,7 @@ from .._shell._requester_cancel import (
     is_disowned,
 )
 from .._shell._waiter import new_waiter
+from ._pnp import DeviceNode, DriverSpec, PnpManager, StackDescription
 from ._requests import (
     Overlapped,
     build_device_control_request,
@@ -83,6 +87,199 @@ class IoManager:
         self._names: dict[str, DeviceObject] = {}
         # The file objects requests were sent for, until they are closed with none left in flight.
         self._files: dict[FileObject, None] = {}
+        #: The Plug and Play manager: loaded drivers, registered stacks, device nodes.
+        self.pnp = PnpManager(self)
+
+    # -- running (Plug and Play) -------------------------------------------------------------
+
+    async def __aenter__(self) -> IoManager:
+        """Run the I/O manager: ``async with IoManager() as io:``.
+
+        Inside the block the PnP manager can start devices, whose queues (``run_device``) run in
+        the block's task group.  Leaving the block removes every device node still present,
+        children first (IRP_MN_REMOVE_DEVICE; a started node is first sent
+        IRP_MN_SURPRISE_REMOVAL if handles are still open on it), so that every queued IRP
+        completes with STATUS_NO_SUCH_DEVICE and every device's workers have ended.
+
+        On cancellation: the removal at the block's end runs shielded to its end.
+        """
+        await self.pnp.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+        return await self.pnp.__aexit__(exc_type, exc, tb)
+
+    def load_driver(self, driver: DriverSpec, /, *, name: str | None = None, **params: Any) -> Driver:
+        """Load a driver (``DriverEntry``): one driver object serves all the devices of its kind.
+
+        :param driver: a plugin name from the ``airp.drivers`` entry-point group, a
+            :class:`~airp.Driver` subclass, or a driver object.
+        :param name: the name stacks refer to it by (default: the plugin name, the class name, or
+            the driver's ``name``).
+        :param params: passed to the class when it is constructed here.
+        :returns: the driver object.
+        :raises LookupError: for an unknown plugin name (the message lists the installed ones).
+        :raises ValueError: if another driver is already loaded under that name.
+        :raises TypeError: if *driver* is none of the three, or parameters come with an object.
+        """
+        return self.pnp.load_driver(driver, name, **params)
+
+    async def unload_driver(self, driver: Driver | str) -> None:
+        """Unload a driver: run its ``unload()`` (sync or async) and forget it.
+
+        Refused while the driver still has devices, or while IRPs of its devices'
+        :class:`~airp.IrpPool` objects are out: nothing is ever unloaded from under an IRP.
+
+        On cancellation: ``unload()`` runs shielded to its end, then the cancellation propagates.
+
+        :param driver: the driver object, or the name it was loaded under.
+        :raises UnloadRefused: naming the devices and IRPs still held.
+        :raises LookupError: for a name no driver was loaded under.
+        """
+        await self.pnp.unload_driver(driver)
+
+    def register_stack(
+        self,
+        hardware_id: str,
+        *,
+        function: DriverSpec,
+        lower_filters: tuple[DriverSpec, ...] | list[DriverSpec] = (),
+        upper_filters: tuple[DriverSpec, ...] | list[DriverSpec] = (),
+    ) -> None:
+        """Say which drivers serve devices with *hardware_id* (what an INF file says in Windows).
+
+        Bus drivers report children by hardware id; :meth:`add_device` uses the registration when
+        it is given no drivers of its own.  Registering the same id again replaces the entry.
+
+        :raises TypeError: if *hardware_id* is not a non-empty str.
+        """
+        self.pnp.register_stack(hardware_id, StackDescription(function, tuple(lower_filters), tuple(upper_filters)))
+
+    async def add_device(
+        self,
+        hardware_id: str,
+        *,
+        name: str | None = None,
+        function: DriverSpec | None = None,
+        lower_filters: tuple[DriverSpec, ...] | list[DriverSpec] = (),
+        upper_filters: tuple[DriverSpec, ...] | list[DriverSpec] = (),
+    ) -> DeviceNode:
+        """Add a root-enumerated device and build its stack: a PDO, then each driver's ``add_device``.
+
+        The PDO belongs to airp's root bus (:class:`~airp.RootBus`) and takes *name*, which handles
+        open the stack by.  Each driver's ``add_device(pdo)`` (AddDevice; a plain or async
+        method) runs in turn, lower filters first, then the function driver, then upper filters;
+        each creates its device, attaches it to the stack with :func:`~airp.attach_device`, and
+        clears ``DO_DEVICE_INITIALIZING``.  The node is NOT_STARTED until :meth:`start_device`.
+
+        :param hardware_id: names the kind of device; without *function* the stack registered
+            for it with :meth:`register_stack` is built.
+        :param function: the function driver (plugin name, class or object; loaded if need be).
+        :returns: the new :class:`~airp.DeviceNode`.
+        :raises RuntimeError: outside ``async with io:``.
+        :raises LookupError: for an unknown plugin, or a hardware id with no registered stack.
+        :raises BugCheck: 0xC9 / 0x243 if an ``add_device`` left DO_DEVICE_INITIALIZING set.
+        :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
+
+        On cancellation: AddDevice routines are awaited as they are; a cancelled build leaves the
+        node as far as it got (remove it with :meth:`remove_device`).
+        """
+        description = None
+        if function is not None:
+            description = StackDescription(function, tuple(lower_filters), tuple(upper_filters))
+        elif lower_filters or upper_filters:
+            raise TypeError("add_device got filters but no function driver: give function= as well")
+        return await self.pnp.add_device(hardware_id, description, name)
+
+    async def start_device(self, node: DeviceNode) -> None:
+        """Send IRP_MN_START_DEVICE down *node*'s stack; on success run its queues and enumerate its children.
+
+        The drivers start bottom-up: each passes the IRP down and finishes its own start once the
+        lower drivers have (``forward_and_wait``).  Then every device of the stack that declared
+        queues runs them (``run_device``) in the I/O manager's task group, and a bus driver is
+        asked for its children (IRP_MN_QUERY_DEVICE_RELATIONS / BusRelations), whose stacks are
+        built and started in turn.
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+
+        :raises NtStatusError: the status the start failed with; the stack has then been removed.
+        :raises PnpStateError: if the node is not NOT_STARTED.
+        """
+        await self.pnp.start_device(node)
+
+    async def query_remove_device(self, node: DeviceNode) -> None:
+        """Send IRP_MN_QUERY_REMOVE_DEVICE (children first): the node becomes REMOVE_PENDING.
+
+        While it is remove-pending, opening the device is refused with STATUS_DELETE_PENDING and
+        other I/O goes on.  Follow with :meth:`remove_device` or :meth:`cancel_remove_device`.
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+
+        :raises RemovalVetoed: if handles are open on the stack, or a driver failed the query
+            (CANCEL_REMOVE_DEVICE has then been sent: nothing changed).
+        """
+        await self.pnp.query_remove(node)
+
+    async def cancel_remove_device(self, node: DeviceNode) -> None:
+        """Send IRP_MN_CANCEL_REMOVE_DEVICE: a remove-pending node is STARTED again.
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+        """
+        await self.pnp.cancel_remove(node)
+
+    async def remove_device(self, node: DeviceNode) -> None:
+        """Remove *node* in order: query-remove (unless already remove-pending), then IRP_MN_REMOVE_DEVICE.
+
+        Children are removed first.  Before REMOVE goes down, the queues of every device in the
+        stack stop: queued IRPs complete with STATUS_NO_SUCH_DEVICE and IRPs in progress are
+        cancelled and finished.  The drivers then detach and delete their devices (bug check
+        0x21D / 0x21E otherwise, and 0x306 if REMOVE completes with a failure).  For a node
+        already surprise-removed, this waits until REMOVE has been sent, which happens once its
+        last handle is closed.
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.  Waiting
+        for a surprise-removed node's last handle stops.
+
+        :raises RemovalVetoed: if the query was refused (nothing changed).
+        :raises ValueError: if the node has already been removed.
+        """
+        await self.pnp.remove_device(node)
+
+    async def surprise_remove(self, node: DeviceNode) -> None:
+        """The device is gone: send IRP_MN_SURPRISE_REMOVAL (children first), then REMOVE once no handle is open.
+
+        The queues of the stack stop first (queued IRPs complete with STATUS_NO_SUCH_DEVICE);
+        drivers fail what they hold and refuse new I/O, but do not detach or delete (bug check
+        0x241 / 0x242).  If handles are open, IRP_MN_REMOVE_DEVICE is sent when the last one
+        closes (from that handle's ``close``); :meth:`DeviceNode.wait_removed` waits for it.
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+        """
+        await self.pnp.surprise_remove(node)
+
+    async def invalidate_device_relations(self, node: DeviceNode) -> None:
+        """``IoInvalidateDeviceRelations(BusRelations)``: ask *node*'s bus driver for its children again.
+
+        New children get their stacks built and started; children no longer reported are
+        surprise-removed (and removed once their handles close).
+
+        On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+        """
+        await self.pnp.enumerate(node)
+
+    @property
+    def device_nodes(self) -> list[DeviceNode]:
+        """Every device node present, in the order they were built."""
+        return list(self.pnp.nodes)
+
+    @property
+    def drivers(self) -> dict[str, Driver]:
+        """The loaded drivers, by the name they were loaded under."""
+        return dict(self.pnp.drivers)
+
+    def _forget_deleted(self) -> None:
+        for name in [name for name, device in self._names.items() if device.deleted]:
+            del self._names[name]
 
     # -- devices -----------------------------------------------------------------------------
 
@@ -196,9 +393,17 @@ class IoManager:
         :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND if no device has that name; the
             message lists the names that exist.
         """
+        device = self._names.get(name)
+        if device is not None and device.deleted:
+            # Deleted by its driver (airp.delete_device, in IRP_MN_REMOVE_DEVICE): the name is free.
+            del self._names[name]
+            device = None
+        if device is not None:
+            return device
         try:
             return self._names[name]
         except KeyError:
+            self._forget_deleted()
             known = ", ".join(sorted(self._names)) or "none"
             raise NtStatusError(STATUS_OBJECT_NAME_NOT_FOUND, f"no device named {name!r} (known: {known})") from None
 
@@ -277,10 +482,16 @@ class IoManager:
 
     async def _open(self, name: str, synchronous: bool) -> FileHandle:
         device = self.get_device(name)
+        node: DeviceNode | None = device.device_node
+        if node is not None:
+            _refuse_create(node)
         _register_in_run(self)
         file_object = FileObject(device, synchronous=synchronous)
         handle = FileHandle(self, file_object)
         await handle._simple(IrpMajor.CREATE)
+        if node is not None:
+            node.handles += 1
+            handle._node = node
         return handle
 
     async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
@@ -333,6 +544,19 @@ class IoManager:
         # reported with DriverCancelTimeoutWarning.
         left = [irp for irp in self.outstanding_requests(file_object) if not is_disowned(irp)]
         return await cancel_and_wait(left, limit=limit)
+
+
+def _refuse_create(node: DeviceNode) -> None:
+    # Reference 8.2: creates fail while remove is pending; a device that is gone has nothing to
+    # open.  Windows leaves the first to each driver; the I/O manager does it here for all of them.
+    state = node.pdo.pnp_state
+    if state is PnpState.STARTED:
+        return
+    if state is PnpState.REMOVE_PENDING:
+        raise NtStatusError(STATUS_DELETE_PENDING, f"{node!r} is remove-pending: no new handles until the removal is cancelled")
+    if state is PnpState.NOT_STARTED:
+        raise NtStatusError(STATUS_DEVICE_NOT_READY, f"{node!r} has not been started (io.start_device)")
+    raise NtStatusError(STATUS_NO_SUCH_DEVICE, f"{node!r} is {state.value if state else 'gone'}: it cannot be opened")
 
 
 #: The I/O managers that opened a handle in the current run (weakly held), so that test support
@@ -398,6 +622,9 @@ class FileHandle:
         self.io = io
         self.file_object = file_object
         self._closing = False
+        # The PnP device node the handle counts against (REMOVE after a surprise removal waits
+        # for the last one).
+        self._node: DeviceNode | None = None
 
     @property
     def device(self) -> DeviceObject:
@@ -567,6 +794,14 @@ class FileHandle:
             file_object.closed = True
             if not self.io.outstanding_requests(file_object):
                 self.io._files.pop(file_object, None)
+            node, self._node = self._node, None
+        if node is not None:
+            # The last handle of a surprise-removed device lets IRP_MN_REMOVE_DEVICE go (8.2).
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.io.pnp.handle_closed(node)
+                except Exception as raised:
+                    errors.append(raised)
         await anyio.lowlevel.checkpoint_if_cancelled()
         if errors:
             raise errors[0]

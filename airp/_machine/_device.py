@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, overload
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import DeviceFlags
 from ._driver import Driver
 from ._errors import NtStatusError
+from ._pnp import PnpState, adding_device
 from ._status import STATUS_NO_SUCH_DEVICE
 
 if TYPE_CHECKING:
@@ -51,19 +53,30 @@ class DeviceObject(Generic[ExtT]):
         where the driver sends IRPs it passes down.
     :ivar attached_device: the device attached directly above this one.
     :ivar extension: the driver's per-device state (``DeviceExtension``), of type ``ExtT``.
+    :ivar pnp_state: the device's :class:`~airp.PnpState` when a PnP manager built its stack
+        (``io.add_device``), else ``None``.  The PnP manager keeps it; drivers read it.
+    :ivar device_node: the :class:`~airp.DeviceNode` the device belongs to, or ``None``.
+
+    A device created while its driver's ``add_device`` runs starts with
+    ``DO_DEVICE_INITIALIZING`` set, as ``IoCreateDevice`` sets it; the driver clears it
+    (``device.flags &= ~DeviceFlags.DEVICE_INITIALIZING``) before ``add_device`` returns, or the
+    PnP manager raises bug check 0xC9 / 0x243.
     """
 
     __slots__ = (
         "__weakref__",
+        "_on_delete",
         "attached_device",
         "current_irp",
         "deleted",
+        "device_node",
         "device_type",
         "driver",
         "extension",
         "flags",
         "lower_device",
         "name",
+        "pnp_state",
         "stack_size",
         "tasks",
     )
@@ -108,6 +121,8 @@ class DeviceObject(Generic[ExtT]):
         self.name = name
         self.device_type = device_type
         self.flags = int(flags)
+        if adding_device.get():
+            self.flags |= DeviceFlags.DEVICE_INITIALIZING
         self.stack_size = 1
         self.lower_device: DeviceObject | None = None
         self.attached_device: DeviceObject | None = None
@@ -116,6 +131,10 @@ class DeviceObject(Generic[ExtT]):
         self.deleted = False
         #: The device's task group and queues (``airp.DeviceTasks``), created on first use.
         self.tasks: Any = None
+        self.pnp_state: PnpState | None = None
+        self.device_node: Any = None
+        # What delete_device runs: an IrpPool of the device closes itself there.
+        self._on_delete: list[Callable[[], object]] | None = None
         driver.devices.append(self)
 
     def __repr__(self) -> str:
@@ -168,7 +187,9 @@ def attach_device(source: DeviceObject, target: DeviceObject) -> DeviceObject:
 def detach_device(lower: DeviceObject) -> None:
     """``IoDetachDevice``: detach whatever device is attached directly above *lower*.
 
-    :raises BugCheck: 0xC9 / 0x202 if nothing is attached to *lower*.
+    :raises BugCheck: 0xC9 / 0x202 if nothing is attached to *lower*; 0xC9 / 0x241 if the
+        device above has been surprise-removed and not yet sent IRP_MN_REMOVE_DEVICE (reference
+        8.2: a driver detaches in REMOVE_DEVICE, never in SURPRISE_REMOVAL).
     """
     upper = lower.attached_device
     if upper is None:
@@ -179,12 +200,29 @@ def detach_device(lower: DeviceObject) -> None:
             device=lower,
             driver=lower.driver,
         )
+    if upper.pnp_state is PnpState.SURPRISE_REMOVED:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"{upper!r} was detached during surprise removal: a driver detaches its device only in"
+            " IRP_MN_REMOVE_DEVICE, which follows once the last handle is closed",
+            parameters=(VerifierCode.DETACH_DURING_SURPRISE_REMOVAL, upper, lower, 0),
+            device=upper,
+            driver=upper.driver,
+        )
     lower.attached_device = None
     upper.lower_device = None
 
 
 def delete_device(device: DeviceObject) -> None:
-    """``IoDeleteDevice`` without the namespace part: see :meth:`airp.IoManager.delete_device`."""
+    """``IoDeleteDevice``: mark *device* deleted and let go of what it owns.
+
+    Its :class:`~airp.IrpPool` objects are closed (idle IRPs freed; IRPs still out are freed as
+    they come back).  An :class:`~airp.IoManager` drops a deleted device from its namespace the
+    next time the name is looked up; :meth:`airp.IoManager.delete_device` does both at once.
+
+    :raises BugCheck: 0xC9 / 0x240 if deleted twice; 0x201 if still attached to a lower device;
+        0x242 during surprise removal (reference 8.2: delete only in IRP_MN_REMOVE_DEVICE).
+    """
     if device.deleted:
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
@@ -201,7 +239,21 @@ def delete_device(device: DeviceObject) -> None:
             device=device,
             driver=device.driver,
         )
+    if device.pnp_state is PnpState.SURPRISE_REMOVED:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"{device!r} was deleted during surprise removal: a driver deletes its device only in"
+            " IRP_MN_REMOVE_DEVICE, which follows once the last handle is closed",
+            parameters=(VerifierCode.DELETE_DURING_SURPRISE_REMOVAL, device, 0, 0),
+            device=device,
+            driver=device.driver,
+        )
     device.deleted = True
     if device in device.driver.devices:
         device.driver.devices.remove(device)
+    hooks = device._on_delete
+    if hooks:
+        device._on_delete = None
+        for hook in hooks:
+            hook()
 

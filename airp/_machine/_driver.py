@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._codes import MAJOR_FUNCTION_COUNT, IrpMajor
 from ._completion import complete_request
@@ -22,6 +23,8 @@ __all__ = ["DispatchRoutine", "Driver", "dispatch"]
 DispatchRoutine = Callable[["DeviceObject", "Irp"], Awaitable[int]]
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[int]])
+
+_PASS_DOWN_UNTOUCHED = frozenset((IrpMajor.PNP, IrpMajor.POWER, IrpMajor.SYSTEM_CONTROL))
 
 
 async def _no_pass_down(device: DeviceObject, irp: Irp) -> int:
@@ -82,7 +85,9 @@ class Driver:
 
     Subclass it and declare dispatch routines with :func:`dispatch`, or fill the table with
     :meth:`set_dispatch`.  A major function the driver does not handle answers
-    STATUS_INVALID_DEVICE_REQUEST, as the I/O manager's default does; a filter driver sets
+    STATUS_INVALID_DEVICE_REQUEST, as the I/O manager's default does, except PnP, power and WMI
+    requests, which are passed down untouched (and completed with the status they carry at the
+    bottom of the stack), as reference 8.2 requires of every driver; a filter driver sets
     ``pass_through = True`` so that everything it does not handle is skipped down to the device
     below, untouched (which is also what PnP, power and WMI requests need, reference 8.2).
 
@@ -106,6 +111,8 @@ class Driver:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self.devices: list[DeviceObject] = []
+        # The IrpPools of this driver's devices, so that unloading can name IRPs never given back.
+        self._irp_pools: weakref.WeakSet[Any] = weakref.WeakSet()
         default = self._unhandled
         self.major_function: list[DispatchRoutine] = [default] * MAJOR_FUNCTION_COUNT
         for klass in reversed(type(self).__mro__):
@@ -129,6 +136,16 @@ class Driver:
         # that setting it on a driver object after construction takes effect (issue 10 item 4).
         if self.pass_through:
             return await _shell_pass_down(device, irp)
+        major = irp._stack[irp._index].major
+        if major in _PASS_DOWN_UNTOUCHED:
+            # PnP, power and WMI requests a driver does not handle go down untouched, and the
+            # bottom of the stack completes them with the status they carry (STATUS_NOT_SUPPORTED
+            # as sent): reference 8.2, Verifier 0x20E-0x210.
+            if device.lower_device is not None:
+                return await _shell_pass_down(device, irp)
+            status = irp.status
+            complete_request(irp, status, irp.information)
+            return status
         complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0)
         return STATUS_INVALID_DEVICE_REQUEST
 

@@ -1,0 +1,615 @@
+"""The Plug and Play manager: device nodes, the stacks built on them, and their removal (reference 8).
+
+A :class:`DeviceNode` is one physical device: its PDO (made by a bus driver, or by the root bus
+for a device added with :meth:`airp.IoManager.add_device`), the filter and function devices the
+drivers' ``add_device`` routines attached on top of it, and the nodes a bus driver reported as its
+children.  :class:`PnpManager` sends the PnP IRPs of reference 8.2 down those stacks, keeps each
+device's :class:`~airp.PnpState` by the table of :mod:`airp._machine._pnp`, runs the devices'
+queues (``run_device``) from START_DEVICE to removal, and checks the lifecycle rules of 10.3.
+
+The I/O manager owns one and forwards its public calls to it; see ``docs/lifecycle.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from .._machine._codes import DeviceFlags, IrpMajor, PnpMinor
+from .._machine._completion import complete_request
+from .._machine._device import DeviceObject, delete_device, get_attached_device
+from .._machine._driver import Driver, dispatch
+from .._machine._errors import NtStatusError
+from .._machine._irp import Irp
+from .._machine._pnp import (
+    DeviceRelationType,
+    PnpState,
+    QueryDeviceRelationsParameters,
+    adding_device,
+    next_pnp_state,
+)
+from .._machine._status import STATUS_NOT_SUPPORTED, STATUS_SUCCESS, NtStatus
+from .._shell._call import call_driver
+from .._shell._device_tasks import DeviceState, _exit_unwrapped, run_device
+from ._plugins import load_driver
+
+if TYPE_CHECKING:
+    from ._manager import IoManager
+
+__all__ = ["DeviceNode", "DriverSpec", "PnpManager", "RemovalVetoed", "RootBus", "StackDescription", "UnloadRefused"]
+
+#: How a stack names a driver: a plugin name (``airp.drivers`` entry point, or a driver loaded
+#: under that name with :meth:`airp.IoManager.load_driver`), a :class:`~airp.Driver` subclass, or
+#: a driver object.
+DriverSpec = str | type[Driver] | Driver
+
+
+@dataclass(frozen=True, slots=True)
+class StackDescription:
+    """The drivers of one kind of device, bottom to top above its PDO (an INF's service entries).
+
+    :ivar function: the function driver.
+    :ivar lower_filters: filters between the PDO and the function device, bottom first.
+    :ivar upper_filters: filters above the function device, bottom first.
+    """
+
+    function: DriverSpec
+    lower_filters: tuple[DriverSpec, ...] = ()
+    upper_filters: tuple[DriverSpec, ...] = ()
+
+    def drivers(self) -> tuple[DriverSpec, ...]:
+        """Every driver in AddDevice order: lower filters, the function driver, upper filters."""
+        return (*self.lower_filters, self.function, *self.upper_filters)
+
+
+class RemovalVetoed(Exception):  # noqa: N818 - "the removal was vetoed", as Windows says it
+    """An orderly removal was refused: a driver failed IRP_MN_QUERY_REMOVE_DEVICE, or handles are open.
+
+    Nothing changed: every device of the stack is back in the state it was in (CANCEL_REMOVE_DEVICE
+    was sent to the stack when a driver failed the query).
+
+    :ivar node: the node whose removal was refused.
+    :ivar reason: what refused it.
+    :ivar status: the status a driver failed the query with, or ``None`` for open handles.
+    """
+
+    def __init__(self, node: DeviceNode, reason: str, status: NtStatus | None = None) -> None:
+        self.node = node
+        self.reason = reason
+        self.status = status
+        super().__init__(f"removal of {node!r} vetoed: {reason}")
+
+
+class UnloadRefused(Exception):  # noqa: N818 - the refusal is the point
+    """A driver cannot unload: it still has devices, or IRPs of its pools were never given back.
+
+    :ivar driver: the driver.
+    :ivar devices: its devices still present.
+    :ivar irps: IRPs of its :class:`~airp.IrpPool` objects still out, with the pool's device.
+    """
+
+    def __init__(self, driver: Driver, devices: Sequence[DeviceObject], irps: Sequence[tuple[Irp, DeviceObject]]) -> None:
+        self.driver = driver
+        self.devices = tuple(devices)
+        self.irps = tuple(irps)
+        parts = []
+        if self.devices:
+            parts.append("its devices still exist: " + ", ".join(repr(d) for d in self.devices) + " (remove them first)")
+        if self.irps:
+            parts.append(
+                "IRPs of its pools were never given back: "
+                + ", ".join(f"{irp!r} (pool of {device!r})" for irp, device in self.irps)
+            )
+        super().__init__(f"{driver!r} cannot unload: " + "; ".join(parts))
+
+
+class RootBus(Driver):
+    """The root bus: the driver of the PDOs of devices added with :meth:`airp.IoManager.add_device`.
+
+    It succeeds the PnP requests a PDO must succeed (start, query-remove, cancel-remove, surprise
+    removal, remove), completes the others with the status they carry, and deletes its PDO on
+    IRP_MN_REMOVE_DEVICE: a root-enumerated device that is removed is gone.  Every other request
+    that reaches it fails with STATUS_INVALID_DEVICE_REQUEST.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("root")
+
+    @dispatch(IrpMajor.PNP)
+    async def pnp(self, device: DeviceObject, irp: Irp) -> int:
+        minor = irp.current_stack_location.minor
+        if minor in _PDO_SUCCEEDS:
+            if minor == PnpMinor.REMOVE_DEVICE:
+                delete_device(device)
+            complete_request(irp, STATUS_SUCCESS, 0)
+            return STATUS_SUCCESS
+        status = irp.status
+        complete_request(irp, status, irp.information)
+        return status
+
+
+_PDO_SUCCEEDS = frozenset(
+    (
+        PnpMinor.START_DEVICE,
+        PnpMinor.QUERY_REMOVE_DEVICE,
+        PnpMinor.CANCEL_REMOVE_DEVICE,
+        PnpMinor.SURPRISE_REMOVAL,
+        PnpMinor.REMOVE_DEVICE,
+    )
+)
+
+
+class DeviceNode:
+    """A device node: one physical device, the stack its drivers built on its PDO, and its children.
+
+    :ivar pdo: the physical device object, at the bottom of the stack.
+    :ivar hardware_id: what the stack was chosen by.
+    :ivar parent: the bus's node, or ``None`` for a device added with ``io.add_device``.
+    :ivar children: the nodes of the devices the bus driver of this node reported.
+    :ivar handles: how many handles are open on the stack.
+    """
+
+    __slots__ = ("_gone", "_hosts", "children", "handles", "hardware_id", "parent", "pdo", "removed")
+
+    def __init__(self, pdo: DeviceObject, hardware_id: str, parent: DeviceNode | None) -> None:
+        self.pdo = pdo
+        self.hardware_id = hardware_id
+        self.parent = parent
+        self.children: list[DeviceNode] = []
+        self.handles = 0
+        # The devices whose queues run in the PnP manager's task group: device -> (stop, done).
+        self._hosts: dict[DeviceObject, tuple[anyio.Event, anyio.Event]] = {}
+        self._gone: anyio.Event | None = None
+        #: True once IRP_MN_REMOVE_DEVICE has completed on the stack.
+        self.removed = False
+
+    @property
+    def state(self) -> PnpState:
+        """The node's :class:`~airp.PnpState` (its PDO's)."""
+        state = self.pdo.pnp_state
+        assert state is not None
+        return state
+
+    @property
+    def devices(self) -> tuple[DeviceObject, ...]:
+        """The devices of the stack, bottom (the PDO) to top."""
+        found = [self.pdo]
+        device = self.pdo.attached_device
+        while device is not None:
+            found.append(device)
+            device = device.attached_device
+        return tuple(found)
+
+    @property
+    def top(self) -> DeviceObject:
+        """The top of the stack: where requests to the device go."""
+        return get_attached_device(self.pdo)
+
+    @property
+    def name(self) -> str | None:
+        """The PDO's name, which handles open the stack by."""
+        return self.pdo.name
+
+    async def wait_removed(self) -> None:
+        """Wait until IRP_MN_REMOVE_DEVICE has been sent to the stack and completed.
+
+        On cancellation: stops waiting; the removal is unaffected.
+        """
+        if self.removed:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._gone is None:
+            self._gone = anyio.Event()
+        await self._gone.wait()
+
+    def __repr__(self) -> str:
+        label = self.pdo.name or self.hardware_id
+        state = self.pdo.pnp_state.value if self.pdo.pnp_state is not None else "?"
+        return f"<DeviceNode {label} {state}, {len(self.devices)} device(s)>"
+
+
+def _open_handles(node: DeviceNode) -> int:
+    return node.handles + sum(_open_handles(child) for child in node.children)
+
+
+class PnpManager:
+    """The PnP half of an :class:`~airp.IoManager` (reference 8.2); reach it through the I/O manager.
+
+    :param io: the I/O manager it belongs to.
+    """
+
+    def __init__(self, io: IoManager) -> None:
+        self.io = io
+        self.drivers: dict[str, Driver] = {}
+        self.stacks: dict[str, StackDescription] = {}
+        self.nodes: list[DeviceNode] = []
+        self.root = RootBus()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def load_driver(self, spec: DriverSpec, name: str | None = None, **params: Any) -> Driver:
+        if isinstance(spec, Driver):
+            if params:
+                raise TypeError(f"load_driver got a driver object {spec!r} and parameters {sorted(params)}: pass a class or a plugin name to construct it with them")
+            driver = spec
+            key = name or driver.name
+        else:
+            if isinstance(spec, str):
+                factory: Any = load_driver(spec)
+                key = name or spec
+            elif isinstance(spec, type) and issubclass(spec, Driver):
+                factory = spec
+                key = name or spec.__name__
+            else:
+                raise TypeError(
+                    f"a driver is named by a plugin name, a Driver subclass or a Driver object, got {type(spec).__name__} {spec!r}"
+                )
+            driver = factory(**params)
+            if not isinstance(driver, Driver):
+                raise TypeError(f"driver plugin {spec!r} made {driver!r}, which is not an airp.Driver")
+        existing = self.drivers.get(key)
+        if existing is not None and existing is not driver:
+            raise ValueError(f"a driver is already loaded as {key!r}: {existing!r} (unload it, or give another name=)")
+        self.drivers[key] = driver
+        return driver
+
+    def _resolve(self, spec: DriverSpec) -> Driver:
+        if isinstance(spec, Driver):
+            for driver in self.drivers.values():
+                if driver is spec:
+                    return driver
+            return self.load_driver(spec)
+        if isinstance(spec, str):
+            loaded = self.drivers.get(spec)
+            return loaded if loaded is not None else self.load_driver(spec)
+        if isinstance(spec, type) and issubclass(spec, Driver):
+            for driver in self.drivers.values():
+                if type(driver) is spec:
+                    return driver
+            return self.load_driver(spec)
+        raise TypeError(f"a driver is named by a plugin name, a Driver subclass or a Driver object, got {type(spec).__name__} {spec!r}")
+
+    async def unload_driver(self, driver: Driver | str) -> None:
+        if isinstance(driver, str):
+            try:
+                driver = self.drivers[driver]
+            except KeyError:
+                known = ", ".join(sorted(self.drivers)) or "none"
+                raise LookupError(f"no driver loaded as {driver!r} (loaded: {known})") from None
+        devices = [device for device in driver.devices if not device.deleted]
+        irps = [(irp, pool.device) for pool in list(driver._irp_pools) for irp in pool.in_use]
+        if devices or irps:
+            raise UnloadRefused(driver, devices, irps)
+        unload = getattr(driver, "unload", None)
+        if unload is not None:
+            result = unload()
+            if inspect.isawaitable(result):
+                with anyio.CancelScope(shield=True):
+                    await result
+        for key in [key for key, loaded in self.drivers.items() if loaded is driver]:
+            del self.drivers[key]
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PnpManager:
+        if self._tg is not None:
+            raise RuntimeError(f"{self.io!r} is already running")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.shutdown()
+        finally:
+            self._tg = None
+            # The hosts never raise ordinary exceptions: the block's own goes through unwrapped.
+            result = await _exit_unwrapped(tg, *exc_info)
+        return result
+
+    def _running(self, what: str) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise RuntimeError(
+                f"{what} needs the I/O manager running: do it inside `async with io:`, where the devices' queues run"
+            )
+        return self._tg
+
+    async def shutdown(self) -> None:
+        """Remove every node still present, children first: in order where no handle or driver
+        objects, else as a surprise removal followed at once by REMOVE (the run is ending, so no
+        handle can be waited for)."""
+        for node in [node for node in self.nodes if node.parent is None]:
+            if not node.removed:
+                await self._shutdown_tree(node)
+
+    async def _shutdown_tree(self, node: DeviceNode) -> None:
+        for child in list(node.children):
+            if not child.removed:
+                await self._shutdown_tree(child)
+        if node.removed:
+            return
+        if node.state is PnpState.STARTED:
+            try:
+                await self.query_remove(node)
+            except RemovalVetoed:
+                await self._surprise_tree(node)
+        if node.state is PnpState.STARTED:
+            await self._surprise_tree(node)
+        if not node.removed:
+            await self._send_remove(node)
+
+    # -- building stacks ---------------------------------------------------------------------
+
+    def register_stack(self, hardware_id: str, description: StackDescription) -> None:
+        if not isinstance(hardware_id, str) or not hardware_id:
+            raise TypeError(f"a hardware id is a non-empty str, got {hardware_id!r}")
+        self.stacks[hardware_id] = description
+
+    async def add_device(self, hardware_id: str, description: StackDescription | None, name: str | None) -> DeviceNode:
+        self._running("add_device")
+        if description is None:
+            description = self._description_for(hardware_id)
+        pdo = self.io.create_device(self.root, name)
+        return await self._build(pdo, hardware_id, description, None)
+
+    def _description_for(self, hardware_id: str) -> StackDescription:
+        try:
+            return self.stacks[hardware_id]
+        except KeyError:
+            known = ", ".join(sorted(self.stacks)) or "none registered"
+            raise LookupError(
+                f"no stack is registered for hardware id {hardware_id!r} (registered: {known}); use io.register_stack"
+            ) from None
+
+    async def _build(self, pdo: DeviceObject, hardware_id: str, description: StackDescription, parent: DeviceNode | None) -> DeviceNode:
+        drivers = [self._resolve(spec) for spec in description.drivers()]
+        for driver in drivers:
+            if not callable(getattr(driver, "add_device", None)):
+                raise TypeError(f"{driver!r} has no add_device(pdo) routine (AddDevice): it cannot be part of a PnP stack")
+        node = DeviceNode(pdo, hardware_id, parent)
+        pdo.pnp_state = PnpState.NOT_STARTED
+        pdo.device_node = node
+        pdo.flags &= ~DeviceFlags.DEVICE_INITIALIZING
+        if pdo.name is not None and pdo.name not in self.io._names:
+            self.io._names[pdo.name] = pdo
+        self.nodes.append(node)
+        if parent is not None:
+            parent.children.append(node)
+        for driver in drivers:
+            before = set(map(id, driver.devices))
+            token = adding_device.set(True)
+            try:
+                result = driver.add_device(pdo)  # type: ignore[attr-defined]
+                if inspect.isawaitable(result):
+                    await result
+            finally:
+                adding_device.reset(token)
+            for device in driver.devices:
+                if id(device) in before:
+                    continue
+                if device.flags & DeviceFlags.DEVICE_INITIALIZING:
+                    raise BugCheck(
+                        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                        f"{driver!r} left DO_DEVICE_INITIALIZING set on {device!r} when its add_device returned:"
+                        " clear it (device.flags &= ~DeviceFlags.DEVICE_INITIALIZING) once the device is ready",
+                        parameters=(VerifierCode.DEVICE_INITIALIZING_NOT_CLEARED, device, 0, 0),
+                        device=device,
+                        driver=driver,
+                    )
+        for device in node.devices:
+            device.pnp_state = PnpState.NOT_STARTED
+            device.device_node = node
+        return node
+
+    # -- sending PnP IRPs --------------------------------------------------------------------
+
+    async def _send(self, node: DeviceNode, minor: PnpMinor, parameters: object = None) -> NtStatus:
+        top = node.top
+        irp = self.io.new_traced_irp(top.stack_size)
+        loc = irp._stack[irp.stack_count - 1]
+        loc.major = IrpMajor.PNP
+        loc.minor = minor
+        if parameters is not None:
+            loc.parameters = parameters
+        # Reference 8.2: every PnP IRP starts as STATUS_NOT_SUPPORTED, so that a stack where no
+        # driver handles it answers that.
+        irp.status = STATUS_NOT_SUPPORTED
+        with anyio.CancelScope(shield=True):
+            await call_driver(top, irp)
+            status, _ = await irp
+        return status
+
+    def _apply(self, node: DeviceNode, minor: PnpMinor) -> None:
+        for device in node.devices:
+            state = device.pnp_state
+            if state is None:
+                # A device attached to the stack by hand after it was built.
+                state = node.pdo.pnp_state
+                assert state is not None
+            device.pnp_state = next_pnp_state(state, minor)
+            device.device_node = node
+
+    async def start_device(self, node: DeviceNode) -> None:
+        tg = self._running("start_device")
+        next_pnp_state(node.state, PnpMinor.START_DEVICE)  # refuse before sending anything
+        status = await self._send(node, PnpMinor.START_DEVICE)
+        if status != STATUS_SUCCESS:
+            # Windows removes a stack whose start failed.
+            await self._send_remove(node)
+            raise NtStatusError(status, f"IRP_MN_START_DEVICE failed for {node!r}; its stack was removed")
+        self._apply(node, PnpMinor.START_DEVICE)
+        for device in node.devices:
+            if device.tasks is not None and device.tasks.state is DeviceState.CREATED:
+                stop, done = anyio.Event(), anyio.Event()
+                node._hosts[device] = (stop, done)
+                await tg.start(self._host, device, stop, done)
+        await self.enumerate(node)
+
+    async def _host(self, device: DeviceObject, stop: anyio.Event, done: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with run_device(device):
+                task_status.started()
+                await stop.wait()
+        finally:
+            done.set()
+
+    async def _stop_hosting(self, node: DeviceNode) -> None:
+        # The queue duties of SURPRISE_REMOVAL and REMOVE_DEVICE (8.2), done for the driver as KMDF
+        # does: the queues stop accepting, queued IRPs complete with STATUS_NO_SUCH_DEVICE, IRPs in
+        # progress are cancelled and finished by their routines.
+        hosts = list(node._hosts.items())
+        for device, (stop, _done) in reversed(hosts):
+            tasks = device.tasks
+            if tasks is not None and tasks.state is DeviceState.RUNNING:
+                tasks.remove()
+            stop.set()
+        with anyio.CancelScope(shield=True):
+            for _device, (_stop, done) in hosts:
+                await done.wait()
+        node._hosts.clear()
+
+    async def enumerate(self, node: DeviceNode) -> None:
+        """IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations): build new children, remove missing ones."""
+        if node.state is not PnpState.STARTED:
+            return
+        relations: list[object] = []
+        status = await self._send(node, PnpMinor.QUERY_DEVICE_RELATIONS, QueryDeviceRelationsParameters(DeviceRelationType.BUS_RELATIONS, relations))
+        if status != STATUS_SUCCESS:
+            return  # not a bus (STATUS_NOT_SUPPORTED), or nothing to say
+        reported: list[DeviceObject] = []
+        for child in relations:
+            if not isinstance(child, DeviceObject):
+                raise TypeError(f"{node.top.driver!r} reported {child!r} as a bus relation: a bus reports its child PDOs (DeviceObject)")
+            reported.append(child)
+        known = {child.pdo: child for child in node.children}
+        for child_node in list(node.children):
+            if child_node.pdo not in reported and child_node.pdo.pnp_state is not PnpState.REMOVED:
+                await self._surprise_tree(child_node)
+        for pdo in reported:
+            if pdo in known:
+                continue
+            hardware_id = getattr(pdo.extension, "hardware_id", None)
+            if not isinstance(hardware_id, str):
+                raise TypeError(f"child PDO {pdo!r} of {node!r} has no hardware id: its extension needs a str hardware_id")
+            child = await self._build(pdo, hardware_id, self._description_for(hardware_id), node)
+            await self.start_device(child)
+
+    async def query_remove(self, node: DeviceNode) -> None:
+        self._running("query_remove_device")
+        for child in node.children:
+            if child.pdo.pnp_state is not PnpState.REMOVED:
+                await self.query_remove(child)
+        if node.handles:
+            raise RemovalVetoed(node, f"{node.handles} handle(s) still open")
+        next_pnp_state(node.state, PnpMinor.QUERY_REMOVE_DEVICE)
+        self._apply(node, PnpMinor.QUERY_REMOVE_DEVICE)
+        status = await self._send(node, PnpMinor.QUERY_REMOVE_DEVICE)
+        if status != STATUS_SUCCESS:
+            await self.cancel_remove(node)
+            raise RemovalVetoed(node, f"a driver failed IRP_MN_QUERY_REMOVE_DEVICE with {NtStatus(status).name}", NtStatus(status))
+
+    async def cancel_remove(self, node: DeviceNode) -> None:
+        self._apply(node, PnpMinor.CANCEL_REMOVE_DEVICE)
+        await self._send(node, PnpMinor.CANCEL_REMOVE_DEVICE)
+        for child in node.children:
+            if child.pdo.pnp_state is PnpState.REMOVE_PENDING:
+                await self.cancel_remove(child)
+
+    async def remove_device(self, node: DeviceNode) -> None:
+        self._running("remove_device")
+        state = node.state
+        if state is PnpState.REMOVED:
+            raise ValueError(f"{node!r} has already been removed")
+        if state is PnpState.SURPRISE_REMOVED:
+            await node.wait_removed()
+            return
+        if state is PnpState.STARTED:
+            await self.query_remove(node)
+        await self._send_remove(node)
+
+
+    async def surprise_remove(self, node: DeviceNode) -> None:
+        self._running("surprise_remove")
+        await self._surprise_tree(node)
+
+    async def _surprise_tree(self, node: DeviceNode) -> None:
+        for child in list(node.children):
+            if child.pdo.pnp_state not in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
+                await self._surprise_tree(child)
+        if node.state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
+            return
+        self._apply(node, PnpMinor.SURPRISE_REMOVAL)
+        await self._stop_hosting(node)
+        await self._send(node, PnpMinor.SURPRISE_REMOVAL)
+        await self._remove_if_closed(node)
+
+    async def _remove_if_closed(self, node: DeviceNode | None) -> None:
+        # REMOVE follows a surprise removal once no handle is open on the node or below it; then
+        # the bus above may be waiting for this node alone.
+        while node is not None and not node.removed and node.state is PnpState.SURPRISE_REMOVED:
+            if _open_handles(node):
+                return
+            await self._send_remove(node)
+            node = node.parent
+
+    async def handle_closed(self, node: DeviceNode) -> None:
+        """The I/O manager's call when a handle on *node* is closed: the last one lets REMOVE go."""
+        node.handles -= 1
+        await self._remove_if_closed(node)
+
+    async def _send_remove(self, node: DeviceNode) -> None:
+        for child in list(node.children):
+            if not child.removed:
+                await self._send_remove(child)
+        devices = node.devices
+        self._apply(node, PnpMinor.REMOVE_DEVICE)
+        await self._stop_hosting(node)
+        status = await self._send(node, PnpMinor.REMOVE_DEVICE)
+        if status != STATUS_SUCCESS:
+            raise BugCheck(
+                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                f"IRP_MN_REMOVE_DEVICE completed with {NtStatus(status).name} on {node!r}: REMOVE must not fail",
+                parameters=(VerifierCode.REMOVE_DEVICE_FAILED, node.top, status, 0),
+                device=node.top,
+                driver=node.top.driver,
+            )
+        for device in devices[1:]:
+            if device.lower_device is not None:
+                raise BugCheck(
+                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                    f"{device.driver!r} did not detach {device!r} from {device.lower_device!r} in IRP_MN_REMOVE_DEVICE",
+                    parameters=(VerifierCode.REMOVE_WITHOUT_DETACH, device, device.lower_device, 0),
+                    device=device,
+                    driver=device.driver,
+                )
+            if not device.deleted:
+                raise BugCheck(
+                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                    f"{device.driver!r} did not delete {device!r} in IRP_MN_REMOVE_DEVICE",
+                    parameters=(VerifierCode.REMOVE_WITHOUT_DELETE, device, 0, 0),
+                    device=device,
+                    driver=device.driver,
+                )
+        self.io._forget_deleted()
+        if node.pdo.deleted:
+            if node in self.nodes:
+                self.nodes.remove(node)
+            if node.parent is not None and node in node.parent.children:
+                node.parent.children.remove(node)
+        node.removed = True
+        if node._gone is not None:
+            node._gone.set()
+
