@@ -16,6 +16,12 @@ from ._iomanager._manager import IoManager as IoManager
 from ._iomanager._plugins import DRIVER_ENTRY_POINT_GROUP as DRIVER_ENTRY_POINT_GROUP
 from ._iomanager._plugins import available_drivers as available_drivers
 from ._iomanager._plugins import load_driver as load_driver
+from ._iomanager._pnp import DeviceNode as DeviceNode
+from ._iomanager._pnp import DriverSpec as DriverSpec
+from ._iomanager._pnp import RemovalVetoed as RemovalVetoed
+from ._iomanager._pnp import RootBus as RootBus
+from ._iomanager._pnp import StackDescription as StackDescription
+from ._iomanager._pnp import UnloadRefused as UnloadRefused
 from ._iomanager._requests import Overlapped as Overlapped
 from ._machine._allocation import AllocationFlags as AllocationFlags
 from ._machine._allocation import AllocatorStatistics as AllocatorStatistics
@@ -55,6 +61,7 @@ from ._machine._csq import unmark_cancelable as unmark_cancelable
 from ._machine._csq import unmark_irp_cancelable as unmark_irp_cancelable
 from ._machine._device import DeviceObject as DeviceObject
 from ._machine._device import attach_device as attach_device
+from ._machine._device import delete_device as delete_device
 from ._machine._device import detach_device as detach_device
 from ._machine._device import get_attached_device as get_attached_device
 from ._machine._devqueue import DeviceQueue as DeviceQueue
@@ -72,6 +79,13 @@ from ._machine._irp import IrpStateError as IrpStateError
 from ._machine._irp import OtherParameters as OtherParameters
 from ._machine._irp import ReadWriteParameters as ReadWriteParameters
 from ._machine._irp import StackLocation as StackLocation
+from ._machine._pnp import PNP_TRANSITIONS as PNP_TRANSITIONS
+from ._machine._pnp import DeviceRelationType as DeviceRelationType
+from ._machine._pnp import PnpState as PnpState
+from ._machine._pnp import PnpStateError as PnpStateError
+from ._machine._pnp import QueryDeviceRelationsParameters as QueryDeviceRelationsParameters
+from ._machine._pnp import next_pnp_state as next_pnp_state
+from ._machine._pnp import pnp_state_diagram as pnp_state_diagram
 from ._machine._status import STATUS_ALERTED as STATUS_ALERTED
 from ._machine._status import STATUS_BUFFER_OVERFLOW as STATUS_BUFFER_OVERFLOW
 from ._machine._status import STATUS_BUFFER_TOO_SMALL as STATUS_BUFFER_TOO_SMALL
