@@ -358,6 +358,8 @@ class IoManager:
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"a device name is a non-empty str or None, got {type(name).__name__} {name!r}")
+        if name is not None and name in self._names and self._names[name].deleted:
+            self._forget_deleted()
         if name is not None and name in self._names:
             raise NtStatusError(STATUS_OBJECT_NAME_COLLISION, f"a device named {name!r} already exists")
         if make_extension is not None:
@@ -394,22 +396,17 @@ class IoManager:
             message lists the names that exist.
         """
         device = self._names.get(name)
-        if device is not None and device.deleted:
-            # Deleted by its driver (airp.delete_device, in IRP_MN_REMOVE_DEVICE): the name is free.
-            del self._names[name]
-            device = None
-        if device is not None:
+        if device is not None and not device.deleted:
             return device
-        try:
-            return self._names[name]
-        except KeyError:
-            self._forget_deleted()
-            known = ", ".join(sorted(self._names)) or "none"
-            raise NtStatusError(STATUS_OBJECT_NAME_NOT_FOUND, f"no device named {name!r} (known: {known})") from None
+        # A device its driver deleted (airp.delete_device, in IRP_MN_REMOVE_DEVICE) frees its name.
+        self._forget_deleted()
+        known = ", ".join(sorted(self._names)) or "none"
+        raise NtStatusError(STATUS_OBJECT_NAME_NOT_FOUND, f"no device named {name!r} (known: {known})")
 
     @property
     def device_names(self) -> list[str]:
-        """The names of all named devices."""
+        """The names of all named devices (a deleted device's name is free)."""
+        self._forget_deleted()
         return sorted(self._names)
 
     def new_traced_irp(self, stack_size: int) -> Irp:

@@ -38,6 +38,7 @@ from .._machine._pnp import (
 from .._machine._status import STATUS_NOT_SUPPORTED, STATUS_SUCCESS, NtStatus
 from .._shell._call import call_driver
 from .._shell._device_tasks import DeviceState, _exit_unwrapped, run_device
+from .._shell._requester_cancel import cancel_and_wait, holding_device, is_disowned
 from ._plugins import load_driver
 
 if TYPE_CHECKING:
@@ -603,6 +604,13 @@ class PnpManager:
                     device=device,
                     driver=device.driver,
                 )
+        # Requests a driver of the stack still holds outside airp's queues (its own list, a timer)
+        # should have been failed in SURPRISE_REMOVAL or REMOVE_DEVICE.  Nothing is left behind:
+        # they are cancelled and waited for, bounded by the cancel-wait limit, past which they are
+        # disowned and reported with DriverCancelTimeoutWarning naming the device.
+        held = [irp for irp in self.io.outstanding_requests() if holding_device(irp) in devices and not is_disowned(irp)]
+        if held:
+            await cancel_and_wait(held)
         self.io._forget_deleted()
         if node.pdo.deleted:
             if node in self.nodes:
