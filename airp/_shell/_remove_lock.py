@@ -136,6 +136,7 @@ class RemoveLock:
 
     __slots__ = (
         "_acquired",
+        "_ceiling",
         "_count",
         "_held",
         "_limit",
@@ -160,6 +161,8 @@ class RemoveLock:
         self._count = 1
         self._removed = False
         self._peak = 1
+        # acquire's slow path is taken above this count: a new peak, or (-1) every time once removed.
+        self._ceiling = 1
         self._acquired = 0
         self._refused = 0
         self._waiter: Waiter | None = None
@@ -183,7 +186,7 @@ class RemoveLock:
             )
         self._held = {}
         self._count = 1
-        self._peak = 1
+        self._peak = self._ceiling = 1
         self._acquired = 0
         self._refused = 0
         self._waiter = None
@@ -196,26 +199,25 @@ class RemoveLock:
         Synchronous; never suspends.
 
         :param tag: what the acquisition is for (the IRP, typically); :meth:`release` must be given
-            the same tag.
+            the same tag.  With tracking it must be hashable (a dictionary key).
         :returns: STATUS_SUCCESS: the caller holds the lock and must release it.
             STATUS_DELETE_PENDING once :meth:`release_and_wait` has been called: the caller holds
             nothing and must not proceed (a dispatch routine completes its IRP with that status).
         :raises BugCheck: 0xC4 (:attr:`RemoveLockViolation.HIGH_WATER_MARK_EXCEEDED`) if this
             acquisition would exceed the lock's high-water mark.
         """
-        if self._removed:
-            # Windows counts the refused acquisition in and out again, waking the remover if that
-            # brought the count to 0; with no other thread in between the count is unchanged, and
-            # a count already at 0 has woken the remover already.
-            self._refused += 1
-            return STATUS_DELETE_PENDING
         count = self._count + 1
-        if count > self._peak:
-            self._new_peak(count, tag)
+        if count > self._ceiling:
+            # A new high-water mark, or the lock is being removed: neither is on every request.
+            return self._acquire_slowly(count, tag)
         self._count = count
         if self._tracking:
+            # Tags are mostly new (an IRP is its own tag): a test and a store beat get() (issue 12).
             held = self._held
-            held[tag] = held.get(tag, 0) + 1
+            if tag in held:
+                held[tag] += 1
+            else:
+                held[tag] = 1
         self._acquired += 1
         return STATUS_SUCCESS
 
@@ -232,13 +234,11 @@ class RemoveLock:
         """
         if self._tracking:
             held = self._held
-            n = held.get(tag, 0)
-            if n == 1:
-                del held[tag]
-            elif n:
+            n = held.pop(tag, 0)  # one look-up for the usual case: the tag's only acquisition
+            if n != 1:
+                if not n:
+                    raise self._not_held(RemoveLockViolation.RELEASE_TAG_NOT_ACQUIRED, "release", tag)
                 held[tag] = n - 1
-            else:
-                raise self._not_held(RemoveLockViolation.RELEASE_TAG_NOT_ACQUIRED, "release", tag)
         count = self._count - 1
         if count <= 0:
             self._last_release(count, tag)
@@ -284,6 +284,7 @@ class RemoveLock:
         elif self._count <= 1:
             self._last_release(self._count - 2, tag)
         self._removed = True
+        self._ceiling = -1
         count = self._count = self._count - 2  # the caller's acquisition and the bias
         if count > 0:
             waiter = self._waiter = new_waiter()
@@ -364,7 +365,13 @@ class RemoveLock:
     def _label(self) -> str:
         return "remove lock" if self._name is None else f"remove lock {self._name!r}"
 
-    def _new_peak(self, count: int, tag: object) -> None:
+    def _acquire_slowly(self, count: int, tag: object) -> NtStatus:
+        if self._removed:
+            # Windows counts the refused acquisition in and out again, waking the remover if that
+            # brought the count to 0; with no other thread in between the count is unchanged, and
+            # a count already at 0 has woken the remover already.
+            self._refused += 1
+            return STATUS_DELETE_PENDING
         limit = self._limit
         if limit is not None and count - 1 > limit:
             raise self._bug_check(
@@ -374,7 +381,13 @@ class RemoveLock:
                 f" high-water mark of {limit}: the driver leaks acquisitions (a path that never releases) or"
                 " the mark is too low",
             )
-        self._peak = count
+        self._peak = self._ceiling = count
+        self._count = count
+        if self._tracking:
+            held = self._held
+            held[tag] = held.get(tag, 0) + 1
+        self._acquired += 1
+        return STATUS_SUCCESS
 
     def _last_release(self, count: int, tag: object) -> None:
         """The count would reach *count* <= 0: the remover's wake-up, or one release too many."""
