@@ -540,7 +540,7 @@ class IoManager:
         # shielded and bounded; an IRP still held past the cancel-wait limit is disowned and
         # reported with DriverCancelTimeoutWarning.
         left = [irp for irp in self.outstanding_requests(file_object) if not is_disowned(irp)]
-        return await cancel_and_wait(left, limit=limit)
+        return await cancel_and_wait(left, limit=limit, reason="handle closed")
 
 
 def _refuse_create(node: DeviceNode) -> None:
@@ -677,7 +677,7 @@ class FileHandle:
                 await waiter.wait()  # type: ignore[attr-defined]
         if not irp.completed:
             try:
-                cancel_irp(irp)
+                cancel_irp(irp, reason="handle closed")
             except Exception as error:
                 return error
             if not irp.completed:

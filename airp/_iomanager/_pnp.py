@@ -610,7 +610,7 @@ class PnpManager:
         # disowned and reported with DriverCancelTimeoutWarning naming the device.
         held = [irp for irp in self.io.outstanding_requests() if holding_device(irp) in devices and not is_disowned(irp)]
         if held:
-            await cancel_and_wait(held)
+            await cancel_and_wait(held, reason="device removed")
         self.io._forget_deleted()
         if node.pdo.deleted:
             if node in self.nodes:

@@ -47,6 +47,7 @@ from ._codes import IrpFlags
 from ._completion import LAST_ROUTINE, _install_creator_final_stage
 from ._device import DeviceObject
 from ._irp import MAX_STACK_SIZE, Irp
+from ._monitor import current_request
 from ._status import STATUS_SUCCESS, NtStatus
 
 if TYPE_CHECKING:
@@ -475,6 +476,8 @@ class IrpAllocator:
         self._outstanding += 1
         if self.monitor is not None:
             self.monitor.watch(irp)
+        if current_request.get() is not None:
+            _watch_as_child(irp)
         return irp
 
     def _release(self, irp: Irp, flags: int) -> None:
@@ -550,7 +553,22 @@ def _allocate(
         d["allocation_flags"] = _FIXED_SIZE
     if origin == _Origin.ALLOCATED or origin == _Origin.ASYNCHRONOUS:
         irp._final_stage = _creator_rule_violated
+    if current_request.get() is not None:
+        _watch_as_child(irp)
     return irp
+
+
+def _watch_as_child(irp: Irp) -> None:
+    """A driver allocated *irp* while it worked on a watched request: watch it with the same
+    hooks (unless its allocator's monitor already does) and link it to that request."""
+    parent = current_request.get()
+    assert parent is not None
+    hooks = parent._monitor
+    if hooks is None:
+        return
+    if irp._monitor is None:
+        hooks.watch(irp)
+    hooks.linked(irp, parent)
 
 
 def allocate_irp(stack_size: int, charge_quota: bool = False, *, allocator: IrpAllocator | None = None) -> Irp | None:
@@ -589,6 +607,8 @@ def allocate_irp(stack_size: int, charge_quota: bool = False, *, allocator: IrpA
     elif stack_size <= LOOKASIDE_MAX_LOCATIONS:
         d["allocation_flags"] = _FIXED_SIZE
     irp._final_stage = _creator_rule_violated
+    if current_request.get() is not None:
+        _watch_as_child(irp)
     return irp
 
 
@@ -841,6 +861,9 @@ def free_irp(irp: Irp) -> None:
     if kind is None or kind.origin > _Origin.ASYNCHRONOUS or _FREED in d or irp.cancel_routine is not None or _in_use(irp):
         kind = _check_free(irp, kind)
     d[_FREED] = True
+    monitor = irp._monitor
+    if monitor is not None:
+        monitor.freed(irp)
     allocator = kind.allocator
     if allocator is not None:
         allocator._release(irp, d.get("allocation_flags", 0))
@@ -890,6 +913,7 @@ def _reset(irp: Irp, kind: _Kind, status: int) -> None:
         irp.status = status if type(status) is NtStatus else NtStatus(status)
     if monitor is not None:
         monitor.watch(irp)
+        monitor.reused(irp)
 
 
 def reuse_irp(irp: Irp, status: int = STATUS_SUCCESS) -> None:

@@ -11,7 +11,7 @@ from ._status import STATUS_INTERNAL_ERROR
 __all__ = ["cancel_irp"]
 
 
-def cancel_irp(irp: Irp) -> bool:
+def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
     """``IoCancelIrp``: ask whoever holds *irp* to give it up.
 
     Sets the sticky ``irp.cancel`` flag (always), then atomically takes the cancel routine; if one
@@ -30,6 +30,7 @@ def cancel_irp(irp: Irp) -> bool:
     exception as :attr:`~airp.Irp.routine_error`), then the exception propagates to the caller.
 
     :param irp: the IRP to cancel.
+    :param reason: why, for the IRP's monitor (``"timeout"``, ``"handle closed"``, ...).
     :returns: True if a cancel routine was called.
     :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed; 0x44
         (from :func:`~airp.complete_request`) if the cancel routine completes the IRP twice.
@@ -40,6 +41,9 @@ def cancel_irp(irp: Irp) -> bool:
         raise TypeError(f"cancel_irp needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}")
     irp.cancel = True
     routine = irp.cancel_routine
+    monitor = irp._monitor
+    if monitor is not None:
+        monitor.cancelled(irp, routine, reason)
     if routine is None:
         return False
     irp.cancel_routine = None

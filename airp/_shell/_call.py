@@ -15,6 +15,7 @@ from .._machine._device import DeviceObject
 from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
 from .._machine._misuse import missing_await
+from .._machine._monitor import current_request
 from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
 
 _DELETE_PENDING_MAJORS = frozenset((IrpMajor.CLEANUP, IrpMajor.CLOSE))
@@ -86,15 +87,18 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
             return _checked_status(status, device)
         return status
     monitor.dispatching(irp, device)
+    # An IRP the routine allocates meanwhile is this one's child (the monitor links them).
+    token = current_request.set(irp)
     try:
         status = await routine(device, irp)
     except BaseException as error:
         _dispatch_raised(irp, index, device, error)
         raise
+    finally:
+        current_request.reset(token)
     if type(status) is not NtStatus:
         status = _checked_status(status, device)
-    monitor.dispatched(irp, device, status)
-    return status
+    return monitor.dispatched(irp, device, status)
 
 
 def _dispatch_raised(irp: Irp, index: int, device: DeviceObject, error: BaseException) -> None:

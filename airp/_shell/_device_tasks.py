@@ -419,7 +419,7 @@ class DeviceTasks:
         IRP already completed with STATUS_INTERNAL_ERROR.  A bug check propagates.
         """
         try:
-            cancel_irp(irp)
+            cancel_irp(irp, reason="device removed")
         except Exception as error:
             if isinstance(error, BugCheck):
                 raise

@@ -48,6 +48,7 @@ from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._file import FileObject
 from .._machine._irp import CancelRoutine, Irp, IrpStateError
+from .._machine._monitor import current_request
 from .._machine._status import (
     STATUS_CANCELLED,
     STATUS_INTERNAL_ERROR,
@@ -482,6 +483,9 @@ class IoQueue(_QueueBase):
     def _enqueue(self, irp: Irp) -> None:
         waiting = self._waiting
         waiting.append(irp)
+        monitor = irp._monitor
+        if monitor is not None:
+            monitor.queued(irp, self.device, self.name)
         # Arm, then re-check (reference 6.3): a cancel that came earlier is seen here.  Writing
         # irp.cancel_routine is the exchange set_cancel_routine makes, minus its check that the
         # routine is not a coroutine function (ours is a bound method, checked once).
@@ -579,6 +583,9 @@ class IoQueue(_QueueBase):
         request._state = _DELIVERED
         self._outstanding[request] = None
         self.delivered += 1
+        monitor = irp._monitor
+        if monitor is not None:
+            monitor.dequeued(irp, self.device, self.name)
         return request
 
     async def _work(self) -> None:
@@ -613,9 +620,12 @@ class IoQueue(_QueueBase):
         irp = request.irp
         level = request._level
         assert self.handler is not None
+        token = current_request.set(irp) if irp._monitor is not None else None
         try:
             await self.handler(self, request)
         except BaseException as error:
+            if token is not None:
+                current_request.reset(token)
             held = request._state == _DELIVERED and request.queue is self and irp._index == level
             if isinstance(error, anyio.get_cancelled_exc_class()):
                 if held:
@@ -633,6 +643,8 @@ class IoQueue(_QueueBase):
             if isinstance(error, BugCheck) or not isinstance(error, Exception):
                 raise
             return
+        if token is not None:
+            current_request.reset(token)
         if request._state == _DELIVERED and request.queue is self and irp._index != level:
             # Completed with complete_request, or passed on to a lower driver: no longer ours.
             self._release(request)
@@ -674,6 +686,9 @@ class IoQueue(_QueueBase):
         request._state = _DELIVERED
         self._outstanding[request] = None
         self.delivered += 1
+        monitor = irp._monitor
+        if monitor is not None:
+            monitor.dequeued(irp, self.device, self.name)
         if self._waiters:
             self._check_waiters()
         return request

@@ -243,7 +243,7 @@ def _caller_stacklevel() -> int:
     return level
 
 
-async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) -> bool:
+async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None, reason: str = "cancelled by its waiter") -> bool:
     """Cancel *irp* unless it is already back, then wait, shielded and bounded, until it is back.
 
     *event* is whatever is set when the IRP comes back to this waiter (the IRP's completion event,
@@ -252,6 +252,7 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
 
     :param limit: seconds to wait at most; ``None`` uses the IRP's I/O manager's limit if it was
         given one, else the run's :func:`get_cancel_wait_limit`.
+    :param reason: why, for the IRP's monitor (``cancel_irp``'s *reason*).
     :returns: True if the IRP came back, False if the limit expired and the IRP was disowned (a
         :class:`DriverCancelTimeoutWarning` is emitted).
     :raises Exception: what the IRP's cancel routine raised, once the IRP is back.
@@ -262,7 +263,7 @@ async def wait_after_cancel(event: Any, irp: Irp, limit: float | None = None) ->
     error: Exception | None = None
     with anyio.CancelScope(shield=True):
         try:
-            cancel_irp(irp)
+            cancel_irp(irp, reason=reason)
         except Exception as raised:
             # The cancel routine raised; cancel_irp has completed the IRP.  The requester gets the
             # exception once the IRP is back, instead of its cancellation.
@@ -397,7 +398,7 @@ class TaskIo:
             for irp in self._irps
             if not irp.completed and (file_object is None or irp.file_object is file_object)
         ]
-        return await cancel_and_wait(targets, limit=limit)
+        return await cancel_and_wait(targets, limit=limit, reason="cancel_io")
 
     def __repr__(self) -> str:
         return f"<TaskIo outstanding={len(self.outstanding)}{' closed' if self.closed else ''}>"
@@ -420,7 +421,7 @@ def release_from_task(irp: Irp) -> None:
         owner._release(irp)
 
 
-async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int:
+async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None, reason: str | None = None) -> int:
     """Cancel every IRP in *irps* that is not complete, then wait for all of them, shielded, bounded.
 
     The IRPs must be ones whose completion the caller waits for through ``await irp`` (requests the
@@ -438,7 +439,7 @@ async def cancel_and_wait(irps: list[Irp], *, limit: float | None = None) -> int
         for irp in irps:
             if not irp.completed:
                 try:
-                    cancel_irp(irp)
+                    cancel_irp(irp, reason=reason)
                 except Exception as raised:  # cancel_irp completed that IRP; cancel the others first
                     error = error or raised
         if limit is None:
@@ -494,6 +495,6 @@ async def task_io() -> AsyncIterator[TaskIo]:
         _current_task_io.reset(token)
         tio.closed = True
         try:
-            await cancel_and_wait(list(tio._irps))
+            await cancel_and_wait(list(tio._irps), reason="task_io ended")
         finally:
             tio._irps.clear()

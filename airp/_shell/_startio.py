@@ -54,6 +54,7 @@ from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._devqueue import DeviceQueue, DeviceQueueError, _check_key
 from .._machine._irp import CancelRoutine, Irp
+from .._machine._monitor import current_request
 from .._machine._status import (
     STATUS_CANCELLED,
     STATUS_INTERNAL_ERROR,
@@ -232,6 +233,9 @@ class StartIoQueue(_QueueBase):
         elif cancel_routine is not None:
             irp.set_cancel_routine(cancel_routine)
         inserted = queue.insert(irp) if key is None else queue.insert_by_key(irp, key)
+        monitor = irp._monitor
+        if monitor is not None:
+            monitor.queued(irp, self.device, self.name)
         if not inserted:
             # _set_current and _wake written out, as in _next (issue 11).
             self.current_irp = irp
@@ -387,9 +391,16 @@ class StartIoQueue(_QueueBase):
         self._running = irp
         self._in_start_io = True
         self.started += 1
+        monitor = irp._monitor
+        token = None
+        if monitor is not None:
+            monitor.dequeued(irp, self.device, self.name)
+            token = current_request.set(irp)
         try:
             suspended = await _drive(self.routine(self.device, irp))
         except BaseException as error:
+            if token is not None:
+                current_request.reset(token)
             self._in_start_io = False
             self._running = None
             if isinstance(error, anyio.get_cancelled_exc_class()):
@@ -402,6 +413,8 @@ class StartIoQueue(_QueueBase):
                 raise
             self._after_start_io(irp, True)
             return False
+        if token is not None:
+            current_request.reset(token)
         self._in_start_io = False
         self._running = None
         self._after_start_io(irp, self.start_next_on_return)

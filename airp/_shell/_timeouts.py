@@ -128,7 +128,7 @@ async def call_driver_with_timeout(
                 raise
         if not box.returned:
             # The deadline won: cancel, and wait (shielded, bounded) for the hand-back.
-            if not await wait_after_cancel(box, irp, limit):
+            if not await wait_after_cancel(box, irp, limit, "timeout"):
                 raise DriverCancelTimeoutError(irp, holding_device(irp), get_cancel_wait_limit() if limit is None else limit)
             if irp.status == STATUS_CANCELLED:
                 irp.status = STATUS_IO_TIMEOUT

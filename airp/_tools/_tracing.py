@@ -175,7 +175,7 @@ class IrpMonitor:
         path.append(index)
         self._emit(irp, "dispatch", index, device, None, "; ".join(notes))
 
-    def dispatched(self, irp: Irp, device: DeviceObject, status: int) -> None:
+    def dispatched(self, irp: Irp, device: DeviceObject, status: NtStatus) -> NtStatus:
         key = irp._trace_id or id(irp)
         path = self._locations.get(key)
         index = path.pop() if path else irp._index
@@ -188,6 +188,7 @@ class IrpMonitor:
         else:
             note = "held by a completion routine"
         self._emit(irp, "return", index, device, status, note)
+        return status
 
     def completing(self, irp: Irp) -> None:
         index = irp._index
@@ -205,6 +206,25 @@ class IrpMonitor:
         # locations stay recorded until ``dispatched`` pops them.
         note = "pending was returned" if irp.pending_returned else "completed synchronously"
         self._emit(irp, "done", irp.stack_count, None, irp.status, note)
+
+    # Not recorded yet (issue 13 adds records for them).
+    def linked(self, child: Irp, parent: Irp) -> None:
+        pass
+
+    def queued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
+        pass
+
+    def dequeued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
+        pass
+
+    def cancelled(self, irp: Irp, routine: object, reason: str | None) -> None:
+        pass
+
+    def freed(self, irp: Irp) -> None:
+        pass
+
+    def reused(self, irp: Irp) -> None:
+        pass
 
 
 def format_trace(records: Iterable[TraceRecord]) -> str:
