@@ -1,15 +1,11 @@
-"""``airp demo``: a small device stack and a mixed workload, told layer by layer."""
+"""``airp demo``: a device plugged in, a mixed workload told layer by layer, and the device pulled out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import anyio
+from typing import Any
 
 from .._iomanager._manager import FileHandle, IoManager
-from .._iomanager._plugins import load_driver
-from .._machine._codes import DeviceFlags
-from .._machine._device import attach_device
 from .._machine._errors import NtStatusError
 from ._tracing import IrpMonitor, TraceRecord
 
@@ -17,25 +13,23 @@ __all__ = ["run_demo"]
 
 INTRO = r"""airp demo: IRPs travelling through a stack of drivers
 
-An application opens \Device\Demo and sends it requests.  Each request becomes an IRP (an I/O
+An application opens a device by name and sends it requests.  Each request becomes an IRP (an I/O
 request packet) that travels DOWN the stack of drivers below the name, until one of them completes
 it; the result then travels back UP, and drivers that asked to see it on the way up (a "completion
 routine") get to look at it.  A driver may also answer "pending": the request is still in flight,
 and the driver finishes it later from another task.
 
-The stack, top to bottom:
+The device is a toaster on a toaster bus.  Its stack, top to bottom:
   audit-filter         watches results of reads, writes and device controls on the way up
-  ramdisk              the function driver: reads at once, writes later (pended, then flushed)
+  toaster              the function driver: a small store; reads and writes wait their turn in its
+                       queue and take a moment each (pending, then completed)
   pass-through-filter  handles nothing: skips every request down
-  demo-bus             the bottom: answers "get serial number", fails what it does not know
+  toaster-bus          the bottom, made by the bus for this toaster: answers "get serial number",
+                       fails what it does not know
 
 How to read a trace:  ->  the IRP goes down to a layer      <-  that layer's dispatch returns
                       ^   a completion routine runs         ==  the IRP is finished
 """
-
-
-def _new_records(monitor: IrpMonitor, start: int) -> list[TraceRecord]:
-    return list(monitor.records)[start:]
 
 
 async def _step(
@@ -50,7 +44,7 @@ async def _step(
     else:
         say(f"  result: {result!r}")
     groups: dict[int, list[TraceRecord]] = {}
-    for record in _new_records(monitor, start):
+    for record in list(monitor.records)[start:]:
         groups.setdefault(record.irp, []).append(record)
     for number, records in groups.items():
         say(f"  IRP #{number} ({records[0].major}):")
@@ -58,47 +52,55 @@ async def _step(
             say("    " + record.describe())
 
 
-async def run_demo(say: Callable[[str], object] = print, *, write_latency: float = 0.01) -> int:
-    """Build the demo stack, send the workload through it, and narrate each IRP.
+async def run_demo(say: Callable[[str], object] = print, *, latency: float = 0.01) -> int:
+    """Plug a toaster in, send the workload through its stack narrating each IRP, then pull it out.
 
     :param say: where each line goes.
-    :param write_latency: seconds the RAM disk's flusher takes per pended write.
-    :returns: how many IRPs were traced.
+    :param latency: seconds the toaster takes per read or write.
+    :returns: how many IRPs were traced (Plug and Play requests included).
     """
     say(INTRO)
     monitor = IrpMonitor(capacity=100_000)
-    io = IoManager(monitor=monitor)
-    bus_driver = load_driver("demo-bus")()
-    bus = io.create_device(bus_driver, r"\Device\Demo", flags=DeviceFlags.BUFFERED_IO)
-    attach_device(io.create_device(load_driver("pass-through-filter")()), bus)
-    ramdisk = load_driver("ramdisk")(size=64, write_latency=write_latency)
-    attach_device(io.create_device(ramdisk), bus)
-    audit = load_driver("audit-filter")()
-    attach_device(io.create_device(audit), bus)
+    async with IoManager(monitor=monitor) as io:
+        # The plugins are found by name (entry points): airp itself does not import airp_drivers.
+        bus: Any = io.load_driver("toaster-bus")
+        toaster: Any = io.load_driver("toaster", size=64, latency=latency)
+        audit: Any = io.load_driver("audit-filter")
+        io.register_stack("toaster", function=toaster, lower_filters=["pass-through-filter"], upper_filters=[audit])
+        bus_node = await io.add_device("toaster-bus", name=r"\Device\ToasterBus", function=bus)
+        await io.start_device(bus_node)
 
-    IOCTL_BUS_GET_SERIAL = bus_driver.IOCTL_GET_SERIAL  # noqa: N806
-    IOCTL_RAMDISK_GET_SIZE = ramdisk.IOCTL_GET_SIZE  # noqa: N806
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ramdisk.run_flusher)
-        handle: FileHandle = await io.open(r"\Device\Demo")
-        say(r"Opened \Device\Demo (an IRP_MJ_CREATE went down the stack and succeeded).")
-        await _step(say, monitor, "write b'hello, IRP' at offset 0 (the RAM disk pends writes)", lambda: handle.write(b"hello, IRP"))
-        await _step(say, monitor, "read 10 bytes at offset 0 (completed synchronously)", lambda: handle.read(10))
-        await _step(say, monitor, "read past the end of the disk (fails)", lambda: handle.read(4, offset=1000))
-        await _step(
-            say, monitor, "device control GET_SIZE (the RAM disk answers it)", lambda: handle.device_control(IOCTL_RAMDISK_GET_SIZE, output_length=8)
+        say("== 1. Plugging the toaster in")
+        bus.plug_in("AIRP-0001")
+        await io.invalidate_device_relations(bus_node)
+        [node] = bus_node.children
+        say(
+            f"The bus reported a new device; airp built its stack (each driver's add_device put its layer on)\n"
+            f"and sent it START_DEVICE, which each driver finishes after the drivers below it, the bus first.\n"
+            f"{node.name} is now {node.state.value}, and the toaster's queue is running."
         )
+
+        say("\n== 2. Requests")
+        IOCTL_GET_SERIAL = bus.IOCTL_GET_SERIAL  # noqa: N806
+        IOCTL_GET_SIZE = toaster.IOCTL_GET_SIZE  # noqa: N806
+        assert node.name is not None
+        handle: FileHandle = await io.open(node.name)
+        say(f"Opened {node.name} (an IRP_MJ_CREATE went down the stack and succeeded).")
+        await _step(say, monitor, "write b'hello, IRP' at offset 0 (the toaster queues it: pending)", lambda: handle.write(b"hello, IRP"))
+        await _step(say, monitor, "read 10 bytes at offset 0 (queued too, then completed)", lambda: handle.read(10))
+        await _step(say, monitor, "read past the end of the store (refused at once)", lambda: handle.read(4, offset=1000))
+        await _step(say, monitor, "device control GET_SIZE (the toaster answers it)", lambda: handle.device_control(IOCTL_GET_SIZE, output_length=8))
         await _step(
             say,
             monitor,
-            "device control GET_SERIAL (unknown to the RAM disk: passed down to the bus)",
-            lambda: handle.device_control(IOCTL_BUS_GET_SERIAL, output_length=32),
+            "device control GET_SERIAL (unknown to the toaster: passed down to the bus)",
+            lambda: handle.device_control(IOCTL_GET_SERIAL, output_length=32),
         )
         await _step(
             say,
             monitor,
             "GET_SERIAL with a 4-byte buffer (a warning: the data still comes back)",
-            lambda: handle.device_control(IOCTL_BUS_GET_SERIAL, output_length=4),
+            lambda: handle.device_control(IOCTL_GET_SERIAL, output_length=4),
         )
         await _step(say, monitor, "an unknown device control (the bus fails it)", lambda: handle.device_control(0x1234_5678))
 
@@ -109,10 +111,32 @@ async def run_demo(say: Callable[[str], object] = print, *, write_latency: float
             return [await r for r in requests]
 
         await _step(say, monitor, "three overlapped writes at once, then awaited", three_writes)
-        await _step(say, monitor, "read the disk back", lambda: handle.read(28))
+        await _step(say, monitor, "read the store back", lambda: handle.read(28))
+
+        say("\n== 3. Pulling the toaster out")
+        in_flight = await handle.read_overlapped(4)
+        bus.unplug("AIRP-0001")
+        await io.invalidate_device_relations(bus_node)
+        try:
+            await in_flight
+        except NtStatusError as error:
+            outcome = error.status.name
+        else:
+            outcome = "STATUS_SUCCESS"
+        say(
+            f"A read was in flight when the bus stopped reporting the toaster: a surprise removal.\n"
+            f"airp stopped the toaster's queue and sent SURPRISE_REMOVAL; the read came back with {outcome}.\n"
+            f"{node.name} is {node.state.value}: its drivers refuse new requests, but the stack stays while a handle is open."
+        )
+        try:
+            await handle.read(4)
+        except NtStatusError as error:
+            say(f"A new read fails at once with {error.status.name}.")
         await handle.close()
-        say("\nClosed the handle (IRP_MJ_CLEANUP and IRP_MJ_CLOSE went down the stack).")
-        ramdisk.stop_flusher()
+        say(
+            f"Closing the last handle let REMOVE_DEVICE go down: each driver waited for the requests it still held,\n"
+            f"took its layer off the stack and deleted it.  {node.name} is {node.state.value}."
+        )
     traced = len({r.irp for r in monitor.records})
-    say(f"\n{traced} IRPs traced; the audit filter saw {audit.seen} results on their way up.")
+    say(f"\n{traced} IRPs traced (Plug and Play requests included); the audit filter saw {audit.seen} results on their way up.")
     return traced
