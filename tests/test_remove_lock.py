@@ -574,3 +574,67 @@ class RemoveLockMachine(RuleBasedStateMachine):
 
 TestRemoveLockModel = RemoveLockMachine.TestCase
 TestRemoveLockModel.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
+
+
+# -- a StartIo queue's removal (the loop bench_lifecycle measures) -----------------------------------
+# (Its place is tests/test_device_teardown.py; it is here because this helper owned only this file.)
+
+
+@pytest.mark.anyio
+async def test_startio_removal_finishes_every_queued_irp_past_a_raising_upper_routine(virtual_clock: VirtualClock) -> None:
+    """Removing a StartIo lane completes every queued IRP with the removal status, even when an
+    upper completion routine raises (the first exception comes out at the end) and cancels
+    another queued IRP meanwhile (its cancel routine takes and completes it; the removal leaves
+    it alone)."""
+    irps: list[airp.Irp] = []
+
+    class Lower(airp.Driver):
+        @airp.dispatch(airp.IrpMajor.READ)
+        async def read(self, device: airp.DeviceObject, irp: airp.Irp) -> int:
+            return device.extension.start_packet(irp)  # type: ignore[no-any-return]
+
+        async def routine(self, device: airp.DeviceObject, irp: airp.Irp) -> None:
+            cancelled = await airp.wait_or_cancelled(irp, float("inf"))
+            airp.complete_request(irp, airp.STATUS_CANCELLED if cancelled else STATUS_SUCCESS, 0)
+
+    class Upper(airp.Driver):
+        @airp.dispatch(airp.IrpMajor.READ)
+        async def read(self, device: airp.DeviceObject, irp: airp.Irp) -> int:
+            irp.copy_current_stack_location_to_next()
+            irp.set_completion_routine(self.done)
+            assert device.lower_device is not None
+            return await airp.call_driver(device.lower_device, irp)
+
+        def done(self, device: airp.DeviceObject | None, irp: airp.Irp, context: object) -> int:
+            if irp.pending_returned:
+                irp.mark_pending()
+            if irp is irps[1]:
+                airp.cancel_irp(irps[2])  # still queued below: its stock cancel routine completes it
+                raise LookupError("upper routine")
+            return airp.STATUS_CONTINUE_COMPLETION
+
+    lower_driver = Lower()
+    io = airp.IoManager()
+    lower = io.create_device(lower_driver)
+    lower.extension = airp.StartIoQueue(lower, "io", lower_driver.routine)
+    top = io.create_device(Upper())
+    airp.attach_device(top, lower)
+    with pytest.raises(LookupError, match="upper routine"):
+        async with airp.run_device(lower) as tasks:
+            for _ in range(4):
+                irp = airp.Irp(top.stack_size)
+                irp.next_stack_location.major = airp.IrpMajor.READ
+                await airp.call_driver(top, irp)
+                irps.append(irp)
+            await anyio.sleep(1)
+            assert len(lower.extension.queue) == 3
+            tasks.remove()
+    assert all(irp.completed for irp in irps)
+    assert [irp.status for irp in irps] == [
+        airp.STATUS_CANCELLED,  # the one the routine held: cancelled, finished by the routine
+        airp.STATUS_INTERNAL_ERROR,  # its upper routine raised
+        airp.STATUS_CANCELLED,  # taken by its cancel routine during the removal
+        airp.STATUS_NO_SUCH_DEVICE,
+    ]
+    assert isinstance(irps[1].routine_error, LookupError)
+    assert len(lower.extension.queue) == 0
