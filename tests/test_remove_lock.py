@@ -619,7 +619,8 @@ async def test_startio_removal_finishes_every_queued_irp_past_a_raising_upper_ro
     lower.extension = airp.StartIoQueue(lower, "io", lower_driver.routine)
     top = io.create_device(Upper())
     airp.attach_device(top, lower)
-    with pytest.raises(LookupError, match="upper routine"):
+
+    async def run() -> None:
         async with airp.run_device(lower) as tasks:
             for _ in range(4):
                 irp = airp.Irp(top.stack_size)
@@ -629,6 +630,9 @@ async def test_startio_removal_finishes_every_queued_irp_past_a_raising_upper_ro
             await anyio.sleep(1)
             assert len(lower.extension.queue) == 3
             tasks.remove()
+
+    with pytest.raises(LookupError, match="upper routine"):
+        await run()
     assert all(irp.completed for irp in irps)
     assert [irp.status for irp in irps] == [
         airp.STATUS_CANCELLED,  # the one the routine held: cancelled, finished by the routine
