@@ -20,6 +20,8 @@ import pytest
 from airp_drivers.bus import ChildPdo, ToasterBus
 from airp_drivers.filters import AuditFilter, FilterDevice, PassThroughFilter
 from airp_drivers.toaster import Toaster, ToasterDevice
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import airp
 from airp import (
@@ -30,6 +32,7 @@ from airp import (
     NtStatusError,
     PnpState,
 )
+from airp.testing import virtual_anyio_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -351,3 +354,97 @@ def test_surprise_removal_example_runs_as_a_script() -> None:
     assert done.stderr == ""
     assert "  lost                          0" in done.stdout
     assert "  requests sent               200" in done.stdout
+
+
+# -- a generated life: plugging, pulling, opening, closing and I/O in any order ---------------------
+
+Op = tuple[str, int]
+OPS = st.lists(
+    st.tuples(st.sampled_from(["plug", "unplug", "open", "close", "io"]), st.integers(0, 2))
+    | st.tuples(st.just("wait"), st.integers(1, 4)),
+    max_size=30,
+)
+
+
+async def _live(program: list[Op]) -> None:
+    plugged = [False, False, False]
+    nodes: list[airp.DeviceNode | None] = [None, None, None]
+    handles: list[list[tuple[airp.DeviceNode, airp.FileHandle]]] = [[], [], []]
+    sent: list[tuple[airp.Overlapped[Any], PnpState]] = []
+    every_node: list[tuple[airp.DeviceNode, tuple[airp.DeviceObject, ...]]] = []
+    async with rig() as r:
+        for op, k in program:
+            serial = f"S-{k}"
+            if op == "plug":
+                if plugged[k]:
+                    with pytest.raises(ValueError, match="already on"):
+                        r.bus.plug_in(serial)
+                    continue
+                node = await r.plug(serial)
+                assert node.state is PnpState.STARTED
+                plugged[k], nodes[k] = True, node
+                every_node.append((node, node.devices))
+            elif op == "unplug":
+                if not plugged[k]:
+                    with pytest.raises(LookupError):
+                        r.bus.unplug(serial)
+                    continue
+                r.bus.unplug(serial)
+                await r.io.invalidate_device_relations(r.bus_node)
+                node = nodes[k]
+                assert node is not None
+                open_here = sum(1 for n, _ in handles[k] if n is node)
+                assert node.handles == open_here
+                assert node.state is (PnpState.SURPRISE_REMOVED if open_here else PnpState.REMOVED)
+                plugged[k] = False
+            elif op == "open":
+                node = nodes[k]
+                if node is None:
+                    continue
+                if node.state is not PnpState.STARTED:
+                    with pytest.raises(NtStatusError) as refused:
+                        await r.io.open(node.name or "")
+                    # Surprise-removed: refused; removed: the PDO was deleted and its name freed.
+                    assert refused.value.status in (STATUS_NO_SUCH_DEVICE, airp.STATUS_OBJECT_NAME_NOT_FOUND)
+                    continue
+                handles[k].append((node, await r.io.open(node.name or "")))
+            elif op == "close":
+                if handles[k]:
+                    node, handle = handles[k].pop(0)
+                    await handle.close()
+                    if node.state is PnpState.SURPRISE_REMOVED or node.removed:
+                        assert node.removed == (node.handles == 0)
+            elif op == "io":
+                for node, handle in handles[k][-1:]:
+                    state = node.state
+                    sent.append((await handle.write_overlapped(b"ab", offset=2 * k), state))
+                    sent.append((await handle.read_overlapped(2, offset=2 * k), state))
+            else:
+                await anyio.sleep(LATENCY * k)
+    # Leaving the block removed everything, open handles or not.
+    for request, state in sent:
+        assert request.irp.completed
+        result = await outcome(request)
+        if state is PnpState.STARTED:
+            assert result in ("STATUS_SUCCESS", "STATUS_NO_SUCH_DEVICE")
+        else:
+            assert result == "STATUS_NO_SUCH_DEVICE"
+    assert r.io.outstanding_requests() == []
+    for node, devices in every_node:
+        assert node.removed
+        assert all(device.deleted for device in devices)
+        [toaster] = [d for d in devices if isinstance(d.extension, ToasterDevice)]
+        stats = toaster.extension.lock.statistics()
+        assert stats.count == 0
+        assert stats.removed
+    assert r.bus.devices == []
+    assert r.toaster.devices == []
+    assert r.audit.devices == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=OPS)
+def test_any_order_of_plugging_pulling_and_io_loses_nothing(backend: str, program: list[Op]) -> None:
+    name, options = virtual_anyio_backend(backend)
+    anyio.run(_live, program, backend=name, backend_options=options)

@@ -96,7 +96,8 @@ class BusFdo:
 
     :ivar lower: the device below (the bus's own PDO).
     :ivar lock: the remove lock, held for every request the FDO works on.
-    :ivar children: the child PDOs, by serial: present ones and pulled-out ones not yet removed.
+    :ivar children: the child PDOs, by serial: present ones and pulled-out ones not yet removed
+        (the latest PDO for a serial plugged in again).
     """
 
     def __init__(self, name: str) -> None:
@@ -150,11 +151,14 @@ class ToasterBus(airp.Driver):
         :param hardware_id: names the stack the PnP manager builds on the PDO (``io.register_stack``).
         :param bus: the bus FDO to plug into; only needed when the driver has several.
         :returns: the child PDO (NOT_STARTED until the PnP manager has built and started its stack).
-        :raises ValueError: if a device with that serial is already on the bus.
+        :raises ValueError: if a device with that serial is plugged in already.
         """
         fdo = self._fdo(bus)
-        if serial in fdo.extension.children:
+        existing = fdo.extension.children.get(serial)
+        if existing is not None and existing.extension.present:
             raise ValueError(f"a device with serial {serial!r} is already on {fdo!r}")
+        # A device plugged back in before the stack of its last visit was removed (a handle still
+        # open there) gets a new PDO; the old one deletes itself at its own REMOVE_DEVICE.
         name = f"\\Device\\Toaster{self._next_child}"
         self._next_child += 1
         # DO_BUFFERED_IO here: the drivers attached above copy it, and the I/O manager reads it
