@@ -157,7 +157,7 @@ class DeviceNode:
     :ivar handles: how many handles are open on the stack.
     """
 
-    __slots__ = ("_gone", "_hosts", "children", "handles", "hardware_id", "parent", "pdo", "removed")
+    __slots__ = ("_gone", "_hosts", "_last_stack", "children", "handles", "hardware_id", "parent", "pdo", "removed")
 
     def __init__(self, pdo: DeviceObject, hardware_id: str, parent: DeviceNode | None) -> None:
         self.pdo = pdo
@@ -170,6 +170,8 @@ class DeviceNode:
         self._gone: anyio.Event | None = None
         #: True once IRP_MN_REMOVE_DEVICE has completed on the stack.
         self.removed = False
+        # The stack as it was when REMOVE went down (the drivers then detach from each other).
+        self._last_stack: tuple[DeviceObject, ...] = ()
 
     @property
     def state(self) -> PnpState:
@@ -180,7 +182,9 @@ class DeviceNode:
 
     @property
     def devices(self) -> tuple[DeviceObject, ...]:
-        """The devices of the stack, bottom (the PDO) to top."""
+        """The devices of the stack, bottom (the PDO) to top; once removed, the stack it had."""
+        if self.removed:
+            return self._last_stack
         found = [self.pdo]
         device = self.pdo.attached_device
         while device is not None:
@@ -482,6 +486,13 @@ class PnpManager:
                 await done.wait()
         node._hosts.clear()
 
+    def _forget_gone(self) -> None:
+        # A removed node whose PDO has been deleted (by its own REMOVE, or by its bus's) is gone.
+        for gone in [n for n in self.nodes if n.removed and n.pdo.deleted]:
+            self.nodes.remove(gone)
+            if gone.parent is not None and gone in gone.parent.children:
+                gone.parent.children.remove(gone)
+
     async def enumerate(self, node: DeviceNode) -> None:
         """IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations): build new children, remove missing ones."""
         if node.state is not PnpState.STARTED:
@@ -500,8 +511,14 @@ class PnpManager:
             if child_node.pdo not in reported and child_node.pdo.pnp_state is not PnpState.REMOVED:
                 await self._surprise_tree(child_node)
         for pdo in reported:
-            if pdo in known:
-                continue
+            previous = known.get(pdo)
+            if previous is not None:
+                if not previous.removed:
+                    continue
+                # Removed in order while still present: the PnP manager builds its stack again,
+                # as Windows restarts a device that is still there when its bus is enumerated.
+                self.nodes.remove(previous)
+                node.children.remove(previous)
             hardware_id = getattr(pdo.extension, "hardware_id", None)
             if not isinstance(hardware_id, str):
                 raise TypeError(f"child PDO {pdo!r} of {node!r} has no hardware id: its extension needs a str hardware_id")
@@ -575,7 +592,7 @@ class PnpManager:
         for child in list(node.children):
             if not child.removed:
                 await self._send_remove(child)
-        devices = node.devices
+        devices = node._last_stack = node.devices
         self._apply(node, PnpMinor.REMOVE_DEVICE)
         await self._stop_hosting(node)
         status = await self._send(node, PnpMinor.REMOVE_DEVICE)
@@ -612,12 +629,8 @@ class PnpManager:
         if held:
             await cancel_and_wait(held, reason="device removed")
         self.io._forget_deleted()
-        if node.pdo.deleted:
-            if node in self.nodes:
-                self.nodes.remove(node)
-            if node.parent is not None and node in node.parent.children:
-                node.parent.children.remove(node)
         node.removed = True
+        self._forget_gone()
         if node._gone is not None:
             node._gone.set()
 
