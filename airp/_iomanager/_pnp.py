@@ -344,7 +344,7 @@ class PnpManager:
         for child in list(node.children):
             if not child.removed:
                 await self._shutdown_tree(child)
-        if node.removed:
+        if node.removed or node.pdo.pnp_state is PnpState.REMOVED:
             return
         if node.state is PnpState.STARTED:
             try:
@@ -393,30 +393,34 @@ class PnpManager:
         self.nodes.append(node)
         if parent is not None:
             parent.children.append(node)
-        for driver in drivers:
-            before = set(map(id, driver.devices))
-            token = adding_device.set(True)
-            try:
-                result = driver.add_device(pdo)  # type: ignore[attr-defined]
-                if inspect.isawaitable(result):
-                    await result
-            finally:
-                adding_device.reset(token)
-            for device in driver.devices:
-                if id(device) in before:
-                    continue
-                if device.flags & DeviceFlags.DEVICE_INITIALIZING:
-                    raise BugCheck(
-                        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                        f"{driver!r} left DO_DEVICE_INITIALIZING set on {device!r} when its add_device returned:"
-                        " clear it (device.flags &= ~DeviceFlags.DEVICE_INITIALIZING) once the device is ready",
-                        parameters=(VerifierCode.DEVICE_INITIALIZING_NOT_CLEARED, device, 0, 0),
-                        device=device,
-                        driver=driver,
-                    )
-        for device in node.devices:
-            device.pnp_state = PnpState.NOT_STARTED
-            device.device_node = node
+        # A failed AddDevice (or a bug check) leaves the node as far as it got, every device of it
+        # in the node's state, so that removing it (io.remove_device, or the block's end) can work.
+        try:
+            for driver in drivers:
+                before = set(map(id, driver.devices))
+                token = adding_device.set(True)
+                try:
+                    result = driver.add_device(pdo)  # type: ignore[attr-defined]
+                    if inspect.isawaitable(result):
+                        await result
+                finally:
+                    adding_device.reset(token)
+                for device in driver.devices:
+                    if id(device) in before:
+                        continue
+                    if device.flags & DeviceFlags.DEVICE_INITIALIZING:
+                        raise BugCheck(
+                            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                            f"{driver!r} left DO_DEVICE_INITIALIZING set on {device!r} when its add_device returned:"
+                            " clear it (device.flags &= ~DeviceFlags.DEVICE_INITIALIZING) once the device is ready",
+                            parameters=(VerifierCode.DEVICE_INITIALIZING_NOT_CLEARED, device, 0, 0),
+                            device=device,
+                            driver=driver,
+                        )
+        finally:
+            for device in node.devices:
+                device.pnp_state = PnpState.NOT_STARTED
+                device.device_node = node
         return node
 
     # -- sending PnP IRPs --------------------------------------------------------------------
@@ -527,12 +531,12 @@ class PnpManager:
 
     async def query_remove(self, node: DeviceNode) -> None:
         self._running("query_remove_device")
+        next_pnp_state(node.state, PnpMinor.QUERY_REMOVE_DEVICE)  # refuse before asking anyone
         for child in node.children:
             if child.pdo.pnp_state is not PnpState.REMOVED:
                 await self.query_remove(child)
         if node.handles:
             raise RemovalVetoed(node, f"{node.handles} handle(s) still open")
-        next_pnp_state(node.state, PnpMinor.QUERY_REMOVE_DEVICE)
         self._apply(node, PnpMinor.QUERY_REMOVE_DEVICE)
         status = await self._send(node, PnpMinor.QUERY_REMOVE_DEVICE)
         if status != STATUS_SUCCESS:
@@ -593,44 +597,51 @@ class PnpManager:
             if not child.removed:
                 await self._send_remove(child)
         devices = node._last_stack = node.devices
+        top = devices[-1]  # after REMOVE the node's top is whatever is left attached
         self._apply(node, PnpMinor.REMOVE_DEVICE)
         await self._stop_hosting(node)
-        status = await self._send(node, PnpMinor.REMOVE_DEVICE)
-        if status != STATUS_SUCCESS:
-            raise BugCheck(
-                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                f"IRP_MN_REMOVE_DEVICE completed with {NtStatus(status).name} on {node!r}: REMOVE must not fail",
-                parameters=(VerifierCode.REMOVE_DEVICE_FAILED, node.top, status, 0),
-                device=node.top,
-                driver=node.top.driver,
-            )
-        for device in devices[1:]:
-            if device.lower_device is not None:
+        # Once REMOVE has gone down the node is removed, whatever the checks find or a driver
+        # raises: the bug check reaches the caller, and nothing sends REMOVE to the node again.
+        try:
+            status = await self._send(node, PnpMinor.REMOVE_DEVICE)
+            if status != STATUS_SUCCESS:
                 raise BugCheck(
                     BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    f"{device.driver!r} did not detach {device!r} from {device.lower_device!r} in IRP_MN_REMOVE_DEVICE",
-                    parameters=(VerifierCode.REMOVE_WITHOUT_DETACH, device, device.lower_device, 0),
-                    device=device,
-                    driver=device.driver,
+                    f"IRP_MN_REMOVE_DEVICE completed with {NtStatus(status).name} on {node!r}: REMOVE must not fail"
+                    f" (the status came back to the top of the stack, {top!r}; the driver that failed it is"
+                    " that one or one below it)",
+                    parameters=(VerifierCode.REMOVE_DEVICE_FAILED, top, status, 0),
+                    device=top,
+                    driver=top.driver,
                 )
-            if not device.deleted:
-                raise BugCheck(
-                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    f"{device.driver!r} did not delete {device!r} in IRP_MN_REMOVE_DEVICE",
-                    parameters=(VerifierCode.REMOVE_WITHOUT_DELETE, device, 0, 0),
-                    device=device,
-                    driver=device.driver,
-                )
-        # Requests a driver of the stack still holds outside airp's queues (its own list, a timer)
-        # should have been failed in SURPRISE_REMOVAL or REMOVE_DEVICE.  Nothing is left behind:
-        # they are cancelled and waited for, bounded by the cancel-wait limit, past which they are
-        # disowned and reported with DriverCancelTimeoutWarning naming the device.
-        held = [irp for irp in self.io.outstanding_requests() if holding_device(irp) in devices and not is_disowned(irp)]
-        if held:
-            await cancel_and_wait(held, reason="device removed")
-        self.io._forget_deleted()
-        node.removed = True
-        self._forget_gone()
-        if node._gone is not None:
-            node._gone.set()
+            for device in devices[1:]:
+                if device.lower_device is not None:
+                    raise BugCheck(
+                        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                        f"{device.driver!r} did not detach {device!r} from {device.lower_device!r} in IRP_MN_REMOVE_DEVICE",
+                        parameters=(VerifierCode.REMOVE_WITHOUT_DETACH, device, device.lower_device, 0),
+                        device=device,
+                        driver=device.driver,
+                    )
+                if not device.deleted:
+                    raise BugCheck(
+                        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                        f"{device.driver!r} did not delete {device!r} in IRP_MN_REMOVE_DEVICE",
+                        parameters=(VerifierCode.REMOVE_WITHOUT_DELETE, device, 0, 0),
+                        device=device,
+                        driver=device.driver,
+                    )
+        finally:
+            # Requests a driver of the stack still holds outside airp's queues (its own list, a timer)
+            # should have been failed in SURPRISE_REMOVAL or REMOVE_DEVICE.  Nothing is left behind:
+            # they are cancelled and waited for, bounded by the cancel-wait limit, past which they are
+            # disowned and reported with DriverCancelTimeoutWarning naming the device.
+            held = [irp for irp in self.io.outstanding_requests() if holding_device(irp) in devices and not is_disowned(irp)]
+            if held:
+                await cancel_and_wait(held, reason="device removed")
+            self.io._forget_deleted()
+            node.removed = True
+            self._forget_gone()
+            if node._gone is not None:
+                node._gone.set()
 

@@ -220,8 +220,8 @@ def delete_device(device: DeviceObject) -> None:
     they come back).  An :class:`~airp.IoManager` drops a deleted device from its namespace the
     next time the name is looked up; :meth:`airp.IoManager.delete_device` does both at once.
 
-    :raises BugCheck: 0xC9 / 0x240 if deleted twice; 0x201 if still attached to a lower device;
-        0x242 during surprise removal (reference 8.2: delete only in IRP_MN_REMOVE_DEVICE).
+    :raises BugCheck: 0xC9 / 0x240 if deleted twice; 0x242 during surprise removal (reference
+        8.2: delete only in IRP_MN_REMOVE_DEVICE); 0x201 if still attached to a lower device.
     """
     if device.deleted:
         raise BugCheck(
@@ -231,20 +231,22 @@ def delete_device(device: DeviceObject) -> None:
             device=device,
             driver=device.driver,
         )
-    if device.lower_device is not None:
-        raise BugCheck(
-            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"deleting {device!r} while it is still attached to {device.lower_device!r}: detach it first",
-            parameters=(VerifierCode.DELETE_ATTACHED_DEVICE, device, device.lower_device, 0),
-            device=device,
-            driver=device.driver,
-        )
+    # The surprise-removal rule first: it is the more specific (a driver that deletes there
+    # usually has not detached either).
     if device.pnp_state is PnpState.SURPRISE_REMOVED:
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
             f"{device!r} was deleted during surprise removal: a driver deletes its device only in"
             " IRP_MN_REMOVE_DEVICE, which follows once the last handle is closed",
             parameters=(VerifierCode.DELETE_DURING_SURPRISE_REMOVAL, device, 0, 0),
+            device=device,
+            driver=device.driver,
+        )
+    if device.lower_device is not None:
+        raise BugCheck(
+            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            f"deleting {device!r} while it is still attached to {device.lower_device!r}: detach it first",
+            parameters=(VerifierCode.DELETE_ATTACHED_DEVICE, device, device.lower_device, 0),
             device=device,
             driver=device.driver,
         )
