@@ -598,3 +598,25 @@ async def test_a_child_with_open_handles_vetoes_its_bus_removal() -> None:
         assert bus_node.state is PnpState.STARTED
         assert bus_node.children[0].state is PnpState.STARTED
         await handle.close()
+
+
+async def test_unload_is_refused_while_irps_it_allocated_are_not_freed() -> None:
+    async with rig() as r:
+        allocator = airp.IrpAllocator(owner=r.function)
+        assert allocator.owner is r.function
+        irps = [allocator.allocate_irp(2) for _ in range(3)]
+        await r.io.remove_device(r.node)
+        with pytest.raises(airp.UnloadRefused) as info:
+            await r.io.unload_driver(r.function)
+        assert info.value.allocators == ((allocator, 3),)
+        assert f"IRPs it allocated were never freed: 3 from {allocator!r}" in str(info.value)
+        for irp in irps:
+            assert irp is not None
+            airp.free_irp(irp)
+        await r.io.unload_driver(r.function)
+        assert r.log.unloaded == ["function"]
+
+
+def test_an_allocator_owner_is_a_driver() -> None:
+    with pytest.raises(TypeError, match=r"owner is the airp\.Driver"):
+        airp.IrpAllocator(owner="function")  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from .._shell._requester_cancel import cancel_and_wait, holding_device, is_disow
 from ._plugins import load_driver
 
 if TYPE_CHECKING:
+    from .._machine._allocation import IrpAllocator
     from ._manager import IoManager
 
 __all__ = ["DeviceNode", "DriverSpec", "PnpManager", "RemovalVetoed", "RootBus", "StackDescription", "UnloadRefused"]
@@ -89,17 +90,26 @@ class RemovalVetoed(Exception):  # noqa: N818 - "the removal was vetoed", as Win
 
 
 class UnloadRefused(Exception):  # noqa: N818 - the refusal is the point
-    """A driver cannot unload: it still has devices, or IRPs of its pools were never given back.
+    """A driver cannot unload: it still has devices, or IRPs it allocated were never given back.
 
     :ivar driver: the driver.
     :ivar devices: its devices still present.
     :ivar irps: IRPs of its :class:`~airp.IrpPool` objects still out, with the pool's device.
+    :ivar allocators: its :class:`~airp.IrpAllocator` objects (``IrpAllocator(owner=driver)``)
+        with IRPs allocated and not freed, with how many each.
     """
 
-    def __init__(self, driver: Driver, devices: Sequence[DeviceObject], irps: Sequence[tuple[Irp, DeviceObject]]) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        devices: Sequence[DeviceObject],
+        irps: Sequence[tuple[Irp, DeviceObject]],
+        allocators: Sequence[tuple[IrpAllocator, int]] = (),
+    ) -> None:
         self.driver = driver
         self.devices = tuple(devices)
         self.irps = tuple(irps)
+        self.allocators = tuple(allocators)
         parts = []
         if self.devices:
             parts.append("its devices still exist: " + ", ".join(repr(d) for d in self.devices) + " (remove them first)")
@@ -107,6 +117,12 @@ class UnloadRefused(Exception):  # noqa: N818 - the refusal is the point
             parts.append(
                 "IRPs of its pools were never given back: "
                 + ", ".join(f"{irp!r} (pool of {device!r})" for irp, device in self.irps)
+            )
+        if self.allocators:
+            parts.append(
+                "IRPs it allocated were never freed: "
+                + ", ".join(f"{count} from {allocator!r}" for allocator, count in self.allocators)
+                + " (free_irp each)"
             )
         super().__init__(f"{driver!r} cannot unload: " + "; ".join(parts))
 
@@ -291,8 +307,15 @@ class PnpManager:
                 raise LookupError(f"no driver loaded as {driver!r} (loaded: {known})") from None
         devices = [device for device in driver.devices if not device.deleted]
         irps = [(irp, pool.device) for pool in list(driver._irp_pools) for irp in pool.in_use]
-        if devices or irps:
-            raise UnloadRefused(driver, devices, irps)
+        # A pool's IRPs come from an allocator too: count only what the pools do not account for.
+        pooled = {id(pool.allocator): len(pool.in_use) for pool in list(driver._irp_pools) if pool.allocator is not None}
+        allocators = [
+            (allocator, out)
+            for allocator in list(driver._irp_allocators)
+            if (out := allocator.statistics().outstanding - pooled.get(id(allocator), 0)) > 0
+        ]
+        if devices or irps or allocators:
+            raise UnloadRefused(driver, devices, irps, allocators)
         unload = getattr(driver, "unload", None)
         if unload is not None:
             result = unload()

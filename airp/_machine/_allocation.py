@@ -51,6 +51,7 @@ from ._monitor import current_request
 from ._status import STATUS_SUCCESS, NtStatus
 
 if TYPE_CHECKING:
+    from ._driver import Driver
     from ._monitor import MonitorHooks
 
 __all__ = [
@@ -420,9 +421,13 @@ class IrpAllocator:
     :param large_depth: maximum idle IRPs in the large list (0 turns it off).
     :param low_resources: a :class:`LowResourcesSimulation` to consult on every allocation, or ``None``.
     :param monitor: an :class:`~airp.IrpMonitor` that every IRP handed out reports to, or ``None``.
+    :param owner: the :class:`~airp.Driver` whose IRPs these are: unloading it
+        (:meth:`airp.IoManager.unload_driver`) is refused while any is outstanding.
     :raises ValueError: if a depth is negative or not an int.
+    :raises TypeError: if *owner* is not a driver.
     :ivar low_resources: the simulation in force; assign ``None`` to switch it off.
     :ivar monitor: the monitor in force, or ``None``.
+    :ivar owner: the driver given as *owner*, or ``None``.
     """
 
     def __init__(
@@ -432,7 +437,13 @@ class IrpAllocator:
         large_depth: int = 64,
         low_resources: LowResourcesSimulation | None = None,
         monitor: MonitorHooks | None = None,
+        owner: Driver | None = None,
     ) -> None:
+        if owner is not None:
+            if not hasattr(owner, "_irp_allocators"):
+                raise TypeError(f"an IrpAllocator's owner is the airp.Driver whose IRPs it hands out, got {owner!r}")
+            owner._irp_allocators.add(self)
+        self.owner = owner
         self._small = _Lookaside("small", _check_depth(small_depth, "small_depth"))
         self._large = _Lookaside("large", _check_depth(large_depth, "large_depth"))
         self.low_resources = low_resources

@@ -113,6 +113,8 @@ class Driver:
         self.devices: list[DeviceObject] = []
         # The IrpPools of this driver's devices, so that unloading can name IRPs never given back.
         self._irp_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        # The IrpAllocators it owns (IrpAllocator(owner=driver)): unloading counts their IRPs out.
+        self._irp_allocators: weakref.WeakSet[Any] = weakref.WeakSet()
         default = self._unhandled
         self.major_function: list[DispatchRoutine] = [default] * MAJOR_FUNCTION_COUNT
         for klass in reversed(type(self).__mro__):
