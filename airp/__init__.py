@@ -166,8 +166,27 @@ from ._shell._timeouts import forward_with_timeout as forward_with_timeout
 from ._shell._waiting import call_driver_and_wait as call_driver_and_wait
 from ._shell._waiting import forward_and_wait as forward_and_wait
 from ._shell._waiting import wait_for_irp as wait_for_irp
+from ._tools._simulate import SimulationReport as SimulationReport
+from ._tools._simulate import simulate as simulate
+from ._tools._simulate_description import SimulationDescription as SimulationDescription
+from ._tools._simulate_description import SimulationDescriptionError as SimulationDescriptionError
+from ._tools._simulate_description import load_simulation as load_simulation
+from ._tools._simulate_description import parse_simulation as parse_simulation
 from ._tools._tracing import IrpMonitor as IrpMonitor
 from ._tools._tracing import TraceRecord as TraceRecord
 from ._tools._tracing import format_trace as format_trace
 from ._version import __version__ as __version__
+
+
+def _install_simulation_clocks() -> None:
+    # airp simulate runs on the virtual clocks of airp.testing, a layer above the tools, so the
+    # front hands them down, as the shell installs its hooks into the machine.
+    from ._tools._simulate import install_virtual_time
+    from .testing._clock import VirtualTimeDeadlock, virtual_anyio_backend
+
+    install_virtual_time(virtual_anyio_backend, (VirtualTimeDeadlock,))
+
+
+_install_simulation_clocks()
+del _install_simulation_clocks
 
