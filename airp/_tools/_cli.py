@@ -11,6 +11,7 @@ import anyio
 from .._iomanager._plugins import available_drivers
 from .._version import __version__
 from ._demo import run_demo
+from ._simulate import add_simulate_arguments, run_simulate_command
 
 __all__ = ["main"]
 
@@ -23,7 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="send a mixed workload through a demo driver stack and narrate it")
     demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="event loop to run on (default asyncio)")
     commands.add_parser("drivers", help="list the installed driver plugins")
+    add_simulate_arguments(
+        commands.add_parser("simulate", help="run a described driver stack under a workload and report (docs/simulate.md)")
+    )
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return run_simulate_command(args)
     if args.command == "drivers":
         for name, entry in sorted(available_drivers().items()):
             print(f"{name:24} {entry.value}")
