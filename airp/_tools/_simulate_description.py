@@ -154,7 +154,9 @@ class SimulationDescription:
     ) -> SimulationDescription:
         """The description with command-line options applied: they win over the file.
 
-        Giving *requests* drops the file's duration and the other way round.
+        Giving *requests* drops the file's duration and the other way round.  If *requests*
+        would leave less than half of the run after the file's warm-up, the warm-up becomes a
+        tenth of *requests*, so that a short trial run of a long description still measures.
 
         :raises SimulationDescriptionError: if both are given, or the result is not a valid workload.
         """
@@ -162,7 +164,8 @@ class SimulationDescription:
             raise SimulationDescriptionError("command line", "--requests/--duration", "give one of them, not both")
         workload = self.workload
         if requests is not None:
-            workload = replace(workload, requests=requests, duration=None)
+            warmup = workload.warmup if workload.warmup < requests / 2 else requests // 10
+            workload = replace(workload, requests=requests, duration=None, warmup=warmup)
         if duration is not None:
             workload = replace(workload, duration=duration, requests=None)
         if seed is not None:

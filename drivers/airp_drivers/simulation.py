@@ -136,6 +136,13 @@ class _SimDiskBase(airp.Driver):
     def _lane_times(self) -> dict[str, ServiceTime]:
         raise NotImplementedError
 
+    def simulation_statistics(self) -> dict[str, int]:
+        """What ``airp simulate`` reports for this driver: requests served, per lane.
+
+        :returns: ``{"served <lane>": count}``.
+        """
+        return {f"served {lane}": count for lane, count in self.served.items()}
+
     def add_device(self, pdo: DeviceObject) -> DeviceObject[SimDevice]:
         """AddDevice: a buffered device above *pdo* with one StartIo lane per kind of work.
 
@@ -334,6 +341,13 @@ class CacheFilter(airp.Driver):
         """Hits over reads so far (0.0 before any read)."""
         reads = self.hits + self.misses
         return self.hits / reads if reads else 0.0
+
+    def simulation_statistics(self) -> dict[str, float]:
+        """What ``airp simulate`` reports for this driver.
+
+        :returns: hits, misses, hit_ratio and evictions.
+        """
+        return {"hits": self.hits, "misses": self.misses, "hit_ratio": self.hit_ratio, "evictions": self.evictions}
 
     def add_device(self, pdo: DeviceObject) -> DeviceObject:
         """AddDevice: attach a filter device on top of the stack built so far on *pdo*.
