@@ -390,3 +390,15 @@ async def test_records_are_built_only_when_read(virtual_clock: VirtualClock) -> 
     assert "IrpMonitor" in repr(monitor)
     monitor.clear()
     assert monitor.records == []
+
+
+async def test_a_reused_irp_keeps_its_creator(virtual_clock: VirtualClock) -> None:
+    monitor = IrpMonitor()
+    io, bottom, top = build(monitor)
+    splitter = Splitter()
+    attach_device(io.create_device(splitter, "splitter"), top)
+    async with airp.run_device(bottom), io.open("disk") as handle:
+        await handle.read(2)
+    reused = [r for r in monitor.records if r.irp == splitter.children[1]]
+    assert reused[0].event == "reuse"
+    assert {r.creator for r in reused} == {"splitter (Splitter)"}

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._machine._codes import IrpMajor
 from .._machine._device import DeviceObject
+from .._machine._monitor import current_request
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
 
 if TYPE_CHECKING:
@@ -254,6 +255,14 @@ def _name(device: DeviceObject | None) -> str | None:
     return device.name or device.driver.name
 
 
+def _label(device: DeviceObject | None) -> str | None:
+    """A device as records name a layer: ``"name (Driver)"``, or the driver's name alone."""
+    if device is None:
+        return None
+    name = _name(device)
+    return name if name == device.driver.name else f"{name} ({device.driver.name})"
+
+
 def _major_name(major: object) -> str:
     if not isinstance(major, int):
         return "?"
@@ -292,15 +301,15 @@ class _RecordBuilder:
                 self.majors.setdefault(number, _major_name(event[8]))
             elif code == _LINK:
                 self._learn_link(event)
-            elif code == _ALLOCATE and event[8] is not None:
+            elif code in (_ALLOCATE, _REUSE) and event[8] is not None:
                 self.creators.setdefault(number, str(event[8]))
 
     def _learn_link(self, event: Event) -> None:
         device = event[4]
         number = event[2]
-        if device is not None:
-            name = _name(device)
-            self.creators[number] = name if name == device.driver.name else f"{name} ({device.driver.name})"
+        label = _label(device)
+        if label is not None:
+            self.creators[number] = label
         self.parents[number] = int(event[8])  # type: ignore[call-overload]
 
     def forget(self, number: int) -> None:
@@ -360,7 +369,7 @@ class _RecordBuilder:
         elif code == _LINK:
             self._learn_link(event)
             note = ""
-        elif code == _ALLOCATE:
+        elif code in (_ALLOCATE, _REUSE):
             if a is not None:
                 self.creators.setdefault(number, str(a))
             note = str(b) if b else ""
@@ -786,7 +795,23 @@ class IrpMonitor:
 
     def reused(self, irp: Irp) -> None:
         ring = self._ring if self._ring is not None else self._ring_of(None)
-        ring.append((_REUSE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, None, None))
+        creator: object = None
+        if ring:
+            # watch() has just recorded the reinitialised IRP as newly allocated: it is a reuse.
+            last = ring[-1]
+            if isinstance(last, TraceRecord):
+                if last.irp == irp._trace_id and last.event == "allocate":
+                    ring.pop()
+                    creator = last.creator
+            elif last[2] == irp._trace_id and last[0] == _ALLOCATE:
+                ring.pop()
+                creator = last[8]
+        if creator is None:
+            # Reused by a driver while it works on a request: that layer made it.
+            parent = current_request.get()
+            if parent is not None and parent._index < parent.stack_count:
+                creator = _label(parent._stack[parent._index].device)
+        ring.append((_REUSE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, creator, None))
         if self._eager:
             self._keep_eagerly(ring)
 
