@@ -284,6 +284,18 @@ def test_the_json_report_holds_everything(tmp_path: Path, capsys: pytest.Capture
     assert "2 cache-filter: hits" in printed
 
 
+def test_the_trace_of_a_run_is_a_chrome_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from airp._tools._trace_export import read_chrome_trace
+
+    out = tmp_path / "trace.json"
+    assert main(["simulate", str(EXAMPLES / "disk_cache.toml"), "--requests", "40", "--no-progress", "--trace", str(out)]) == 0
+    events = read_chrome_trace(out)["traceEvents"]
+    tracks = {event["args"]["name"] for event in events if event.get("name") == "process_name"}
+    assert {"sim-disk", "cache-filter"} <= tracks
+    assert any(event.get("ph") == "X" for event in events)
+    assert "lost 0" in capsys.readouterr().out
+
+
 def test_latency_summary_percentiles_and_interval() -> None:
     from airp._tools._simulate import latency_summary, t95
 

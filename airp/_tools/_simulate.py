@@ -715,6 +715,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="event loop (default asyncio)")
     parser.add_argument("--real-time", action="store_true", help="run on the wall clock instead of virtual time")
     parser.add_argument("--json", metavar="REPORT", help="write the report as JSON")
+    parser.add_argument(
+        "--trace", metavar="TRACE", help="write the run's IRP trace as Chrome Trace Event JSON (docs/tracing.md)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -728,7 +731,15 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         description = load_simulation(args.file).with_options(
             requests=args.requests, duration=args.duration, seed=args.seed
         )
-        report = simulate(description, backend=args.backend, real_time=args.real_time, progress=not args.no_progress)
+        monitor = None
+        if args.trace:
+            from ._tracing import IrpMonitor
+
+            # The monitor keeps a bounded ring: a long run's trace holds its last records.
+            monitor = IrpMonitor()
+        report = simulate(
+            description, backend=args.backend, real_time=args.real_time, progress=not args.no_progress, monitor=monitor
+        )
     except SimulationDescriptionError as error:
         print(f"airp simulate: {error}", file=sys.stderr)
         return 2
@@ -736,6 +747,10 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     try:
         if args.json:
             report.write_json(args.json)
+        if monitor is not None:
+            from ._trace_export import write_chrome_trace
+
+            write_chrome_trace(monitor, args.trace)
     except OSError as error:
         print(f"airp simulate: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
