@@ -172,7 +172,12 @@ from ._tools._simulate_description import SimulationDescription as SimulationDes
 from ._tools._simulate_description import SimulationDescriptionError as SimulationDescriptionError
 from ._tools._simulate_description import load_simulation as load_simulation
 from ._tools._simulate_description import parse_simulation as parse_simulation
+from ._tools._trace_export import chrome_trace as chrome_trace
+from ._tools._trace_export import write_chrome_trace as write_chrome_trace
 from ._tools._tracing import IrpMonitor as IrpMonitor
+from ._tools._tracing import LayerSpan as LayerSpan
+from ._tools._tracing import LayerTiming as LayerTiming
+from ._tools._tracing import QueueWait as QueueWait
 from ._tools._tracing import TraceRecord as TraceRecord
 from ._tools._tracing import format_trace as format_trace
 from ._version import __version__ as __version__
