@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import airp
 from airp._tools._cli import main
@@ -232,6 +234,47 @@ def test_progress_bar_with_rich(capsys: pytest.CaptureFixture[str]) -> None:
     report = run(DISK.format(service=0.5, workload="rate = 1.0\nduration = 50.0"), progress=True)
     assert report.completed == report.sent > 40
     assert "airp simulate:" not in capsys.readouterr().err  # the bar, not the plain lines
+
+
+@st.composite
+def workloads(draw: st.DrawFn) -> str:
+    """A random but valid description: a disk, maybe lanes, maybe a cache, any arrivals and mix."""
+    disk = draw(st.sampled_from(["sim-disk", "rw-lanes-disk"]))
+    service = draw(st.sampled_from(["0.5", '{ distribution = "exponential", mean = 0.5 }', "0"]))
+    text = f'[[stack]]\ndriver = "{disk}"\nparams = {{ service = {service} }}\n'
+    if draw(st.booleans()):
+        text += f'[[stack]]\ndriver = "cache-filter"\nparams = {{ capacity = {draw(st.integers(0, 4))} }}\n'
+    arrival = draw(st.sampled_from(["poisson", "fixed", "closed"]))
+    text += f'[workload]\narrival = "{arrival}"\nrequests = {draw(st.integers(1, 40))}\n'
+    if arrival == "closed":
+        text += f"concurrency = {draw(st.integers(1, 5))}\n"
+    else:
+        text += f"rate = {draw(st.sampled_from([0.5, 1.0, 4.0]))}\n"
+        if draw(st.booleans()):
+            text += f"concurrency = {draw(st.integers(1, 3))}\n"
+    weights = draw(st.lists(st.integers(0, 3), min_size=3, max_size=3).filter(lambda w: sum(w) > 0))
+    text += "mix = {{ read = {}, write = {}, device_control = {} }}\nioctl = 0x80032004\n".format(*weights)
+    text += f"offsets = {{ blocks = {draw(st.integers(1, 8))} }}\nseed = {draw(st.integers(0, 1000))}\n"
+    return text
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=workloads(), backend=st.sampled_from(BACKENDS))
+def test_any_workload_is_accounted_for(text: str, backend: str) -> None:
+    """Whatever the stack and workload: every request sent completes, once, and is counted once."""
+    report = run(text, backend)
+    workload = airp.parse_simulation(text).workload
+    assert report.sent == report.completed == workload.requests
+    assert report.lost == 0
+    assert report.ended == "completed"
+    assert sum(report.statuses.values()) == report.sent
+    assert report.latency["all"]["count"] == sum(v["count"] for k, v in report.latency.items() if k != "all")
+    assert report.latency["all"]["count"] == report.sent - workload.warmup
+    for summary in (*report.latency.values(), *report.layers.values()):
+        if summary["count"]:
+            assert 0 <= summary["p50"] <= summary["p90"] <= summary["p99"] <= summary["max"]
+    # Every queue is empty at the end.
+    assert all(depth == 0 for depth in report.depth_series[-1]["queues"].values())
 
 
 # -- lost requests -----------------------------------------------------------------------------------

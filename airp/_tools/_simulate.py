@@ -405,11 +405,10 @@ class _Progress:
             return
         try:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
         except ImportError:
             return
         columns = [TextColumn("simulating"), BarColumn(), TextColumn(f"{{task.completed:.0f}}/{total:g} {unit}")]
-        del MofNCompleteColumn
         self.bar = Progress(*columns, TimeElapsedColumn(), console=Console(file=self.stream), transient=True)
         self.task = self.bar.add_task("simulate", total=total)
         self.bar.start()
