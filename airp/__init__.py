@@ -172,6 +172,7 @@ from ._tools._simulate_description import SimulationDescription as SimulationDes
 from ._tools._simulate_description import SimulationDescriptionError as SimulationDescriptionError
 from ._tools._simulate_description import load_simulation as load_simulation
 from ._tools._simulate_description import parse_simulation as parse_simulation
+from ._tools._timeline import draw_timeline as draw_timeline
 from ._tools._trace_export import chrome_trace as chrome_trace
 from ._tools._trace_export import write_chrome_trace as write_chrome_trace
 from ._tools._tracing import IrpMonitor as IrpMonitor

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from .._iomanager._manager import FileHandle, IoManager
 from .._machine._errors import NtStatusError
+from ._trace_export import write_chrome_trace
 from ._tracing import IrpMonitor, TraceRecord
 
 __all__ = ["run_demo"]
@@ -36,7 +38,7 @@ async def _step(
     say: Callable[[str], object], monitor: IrpMonitor, title: str, action: Callable[[], object]
 ) -> None:
     say(f"\n* {title}")
-    start = len(monitor.records)
+    start = len(monitor.records)  # built from the kept events (the monitor keeps them lazily)
     try:
         result = await action()  # type: ignore[misc]
     except NtStatusError as error:
@@ -52,12 +54,17 @@ async def _step(
             say("    " + record.describe())
 
 
-async def run_demo(say: Callable[[str], object] = print, *, latency: float = 0.01) -> int:
+async def run_demo(
+    say: Callable[[str], object] = print, *, latency: float = 0.01, trace: str | os.PathLike[str] | None = None
+) -> int:
     """Plug a toaster in, send the workload through its stack narrating each IRP, then pull it out.
 
     :param say: where each line goes.
     :param latency: seconds the toaster takes per read or write.
+    :param trace: also write every IRP of the run to this file as a Chrome trace
+        (:func:`~airp.write_chrome_trace`), for Perfetto or ``airp trace --svg``.
     :returns: how many IRPs were traced (Plug and Play requests included).
+    :raises OSError: if the trace file cannot be written.
     """
     say(INTRO)
     monitor = IrpMonitor(capacity=100_000)
@@ -137,6 +144,10 @@ async def run_demo(say: Callable[[str], object] = print, *, latency: float = 0.0
             f"Closing the last handle let REMOVE_DEVICE go down: each driver waited for the requests it still held,\n"
             f"took its layer off the stack and deleted it.  {node.name} is {node.state.value}."
         )
-    traced = len({r.irp for r in monitor.records})
+    records = monitor.records
+    traced = len({r.irp for r in records})
     say(f"\n{traced} IRPs traced (Plug and Play requests included); the audit filter saw {audit.seen} results on their way up.")
+    if trace is not None:
+        write_chrome_trace(records, trace)
+        say(f"The trace is in {os.fspath(trace)}: open it in https://ui.perfetto.dev, or draw it with `airp trace {os.fspath(trace)} --svg out.svg`.")
     return traced
