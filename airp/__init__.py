@@ -181,6 +181,11 @@ from ._tools._tracing import LayerTiming as LayerTiming
 from ._tools._tracing import QueueWait as QueueWait
 from ._tools._tracing import TraceRecord as TraceRecord
 from ._tools._tracing import format_trace as format_trace
+from ._tools._verifier import OutstandingIrp as OutstandingIrp
+from ._tools._verifier import VerificationFailed as VerificationFailed
+from ._tools._verifier import Verifier as Verifier
+from ._tools._verifier import VerifierStatistics as VerifierStatistics
+from ._tools._verifier import VerifierViolation as VerifierViolation
 from ._version import __version__ as __version__
 
 

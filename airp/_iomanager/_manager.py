@@ -20,7 +20,7 @@ from .._machine._driver import Driver
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import Irp
-from .._machine._monitor import MonitorHooks
+from .._machine._monitor import MonitorHooks, combine_hooks
 from .._machine._pnp import PnpState
 from .._machine._status import (
     STATUS_DELETE_PENDING,
@@ -67,6 +67,10 @@ class IoManager:
 
     :param monitor: an :class:`~airp.IrpMonitor` that every IRP built here reports to, or
         ``None`` for no tracing (the default; costs one ``is None`` test per layer).
+    :param verifier: an :class:`~airp.Verifier` (Driver Verifier, reference 10) that watches every
+        IRP built here, or ``None`` (the default).  It is typed by the machine's ``MonitorHooks``
+        so that this layer does not import the tools; with *monitor* too, both watch each IRP
+        (the verifier first, so that the monitor sees the pending it forces).
     :param cancel_wait_limit: how long, in seconds, a requester waits for a cancelled request of
         this manager to come back before disowning it (``None``, the default: the run's limit,
         :func:`~airp.set_cancel_wait_limit`).  It applies to every request sent through this
@@ -78,8 +82,17 @@ class IoManager:
     :raises TypeError: if *cancel_wait_limit* is not a number.
     """
 
-    def __init__(self, *, monitor: MonitorHooks | None = None, cancel_wait_limit: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        monitor: MonitorHooks | None = None,
+        verifier: MonitorHooks | None = None,
+        cancel_wait_limit: float | None = None,
+    ) -> None:
         self.monitor = monitor
+        self.verifier = verifier
+        # What watches the IRPs built here: nothing, one of the two, or both through a HookChain.
+        self._hooks = combine_hooks(verifier, monitor)
         #: This manager's cancel-wait limit, or ``None`` to use the run's.
         self.cancel_wait_limit: float | None = (
             None if cancel_wait_limit is None else _check_limit(cancel_wait_limit, "IoManager's cancel_wait_limit")
@@ -427,12 +440,12 @@ class IoManager:
         - ``airp.Irp(n)``: the bare object, untraced and unchecked, for tests of the machine itself.
 
         :param stack_size: number of stack locations (at least the target device's ``stack_size``).
-        :returns: the new IRP, watched by :attr:`monitor` if there is one.
+        :returns: the new IRP, watched by :attr:`monitor` and :attr:`verifier` if there are.
         :raises ValueError: if *stack_size* is out of range (1 to 127).
         """
         irp = Irp(stack_size)
-        if self.monitor is not None:
-            self.monitor.watch(irp)
+        if self._hooks is not None:
+            self._hooks.watch(irp)
         if self.cancel_wait_limit is not None:
             irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
         return irp
@@ -500,8 +513,9 @@ class IoManager:
                 # Already cancelled: send nothing, leave nothing behind.
                 await anyio.lowlevel.checkpoint_if_cancelled()
         irp = request.irp
-        if self.monitor is not None:
-            self.monitor.watch(irp)
+        hooks = self._hooks
+        if hooks is not None:
+            hooks.watch(irp)
         if self.cancel_wait_limit is not None:
             irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
         # The handle's list of requests (for cleanup, reference 6.5) and the issuing task's (the
