@@ -55,6 +55,7 @@ from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._driver import Driver
 from .._machine._irp import _UNUSED, Irp
+from .._machine._monitor import current_request
 from .._machine._status import (
     STATUS_MORE_PROCESSING_REQUIRED,
     STATUS_NOT_SUPPORTED,
@@ -222,8 +223,25 @@ class VerificationFailed(AssertionError):  # noqa: N818 - a test failure, named 
         super().__init__("\n".join(lines))
 
 
-#: The device whose dispatch routine of a watched IRP runs in this task (the "actor").
-_acting: ContextVar[DeviceObject | None] = ContextVar("airp_verifier_acting", default=None)
+#: The call of a watched IRP whose dispatch routine runs in this task (the "actor").
+_acting: ContextVar[_Call | None] = ContextVar("airp_verifier_acting", default=None)
+
+#: The codes found at a send that refuse it (the IRP stays where it was); the others are raised
+#: when the dispatch routine returns, so that the IRP, sent as asked, is never stranded.
+_REFUSING = frozenset((VerifierCode.FORWARD_QUEUED_IRP, VerifierCode.WAIT_ON_SIGNALLED_EVENT))
+
+
+def _actor() -> DeviceObject | None:
+    """The device whose dispatch routine runs in this task, if it still does.
+
+    A dispatch routine that raised never reaches ``dispatched``, so the context variable may
+    still name it: it counts only while the request that the shell says this task is working on
+    (``current_request``, which ``call_driver`` resets however the routine ends) is its IRP.
+    """
+    call = _acting.get()
+    if call is None or current_request.get() is not call.irp:
+        return None
+    return call.device
 
 
 class _IrpState:
@@ -261,7 +279,7 @@ class _IrpState:
         self.since = 0.0
         #: (sequence, location index, status) at each point of a completion walk (0x224).
         self.snapshots: list[tuple[int, int, int]] = []
-        #: location index up to which the last walk went (len(stack) once completed).
+        #: the location index the last walk reached (stack_count once completed).
         self.stop = -1
         #: the calls in progress, innermost last.
         self.tokens: list[_Call] = []
@@ -272,29 +290,45 @@ class _IrpState:
 class _Call:
     """One ``call_driver`` of a watched IRP, from ``dispatching`` to ``dispatched``."""
 
-    __slots__ = ("device", "index", "sender", "sender_location", "sequence", "token")
+    __slots__ = ("device", "due", "index", "irp", "sender", "sender_location", "sequence", "token")
+
+    token: Token[_Call | None]
 
     def __init__(
         self,
+        irp: Irp,
         device: DeviceObject,
         index: int,
         sender: DeviceObject | None,
         sender_location: int,
         sequence: int,
-        token: Token[DeviceObject | None],
+        due: list[BugCheck],
     ) -> None:
+        self.irp = irp
+        self.due = due
         self.device = device
         self.index = index
         self.sender = sender
         self.sender_location = sender_location
         self.sequence = sequence
-        self.token = token
 
 
 class _Deferral:
     """The routine the verifier puts at a location to defer the completion there (forced pending)."""
 
-    __slots__ = ("context", "control", "index", "irp", "ran", "resumed", "routine", "saved", "sender", "verifier")
+    __slots__ = (
+        "context",
+        "control",
+        "counted",
+        "index",
+        "irp",
+        "ran",
+        "resumed",
+        "routine",
+        "saved",
+        "sender",
+        "verifier",
+    )
 
     def __init__(self, verifier: Verifier, irp: Irp, index: int, sender: DeviceObject | None) -> None:
         loc = irp._stack[index]
@@ -306,6 +340,7 @@ class _Deferral:
         self.context: object = loc.completion_context
         self.control: int = loc.control
         self.ran = False
+        self.counted = False
         self.resumed = False
         self.saved: tuple[int, int] = (0, 0)
         loc.completion_routine = self
@@ -630,23 +665,25 @@ class Verifier:
         elif index + 1 < n:
             sender = stack[index + 1].device
         else:
-            sender = state.creator if state.creator is not None else _acting.get()
+            sender = state.creator if state.creator is not None else _actor()
         sender_driver = sender.driver if sender is not None else None
         loc = stack[index]
         major = loc.major
-        try:
-            self._check_send(irp, state, index, sender, sender_driver, skipped, loc, major)
-        except BugCheck:
-            # Refuse the send as call_driver's own checks do: the IRP goes back to its sender.
+        due: list[BugCheck] = []
+        self._check_send(irp, state, index, sender, sender_driver, skipped, loc, major, due)
+        if due and self.raise_on_violation and due[0].verifier_code in _REFUSING:
+            # Refuse the send, as call_driver's own checks do: the IRP stays where it was.
             irp._index = index + 1
-            raise
+            raise due[0]
         state.dispatches += 1
         state.at[index] = device
         state.received[device] = (irp.status, irp.information)
         state.since = self._clock()
         state.stop = -1
         sender_location = index if skipped else index + 1
-        state.tokens.append(_Call(device, index, sender, sender_location, self._sequence, _acting.set(device)))
+        call = _Call(irp, device, index, sender, sender_location, self._sequence, due)
+        call.token = _acting.set(call)
+        state.tokens.append(call)
         # Forced pending: only for a verified sender, one deferral per location.
         if (
             self.force_pending
@@ -670,9 +707,10 @@ class Verifier:
         skipped: bool,
         loc: Any,
         major: int,
+        due: list[BugCheck],
     ) -> None:
         n = irp.stack_count
-        actor = _acting.get()
+        actor = _actor()
         queued = state.queued
         if (
             queued is not None
@@ -680,7 +718,7 @@ class Verifier:
             and actor is not queued[0]
             and self._on(VerifierCode.FORWARD_QUEUED_IRP, actor.driver)
         ):
-            self._raise(
+            due.append(
                 self._violation(
                     VerifierCode.FORWARD_QUEUED_IRP,
                     irp,
@@ -695,7 +733,7 @@ class Verifier:
             and actor is not None
             and self._on(VerifierCode.WAIT_ON_SIGNALLED_EVENT, actor.driver)
         ):
-            self._raise(
+            due.append(
                 self._violation(
                     VerifierCode.WAIT_ON_SIGNALLED_EVENT,
                     irp,
@@ -710,7 +748,7 @@ class Verifier:
             and irp._index < state.pending_below[actor]
             and self._on(VerifierCode.WAIT_ON_SIGNALLED_EVENT, actor.driver)
         ):
-            self._raise(
+            due.append(
                 self._violation(
                     VerifierCode.WAIT_ON_SIGNALLED_EVENT,
                     irp,
@@ -721,7 +759,7 @@ class Verifier:
         if index + 1 == n and state.dispatches == 0:
             code = _STATUS_RULE_MAJORS.get(major)
             if code is not None and irp.status != _NOT_SUPPORTED and self._on(code, sender_driver):
-                self._raise(
+                due.append(
                     self._violation(
                         code,
                         irp,
@@ -740,7 +778,7 @@ class Verifier:
                 and received[0] != _NOT_SUPPORTED
                 and self._on(VerifierCode.STATUS_OVERWRITTEN_NOT_SUPPORTED, sender_driver)
             ):
-                self._raise(
+                due.append(
                     self._violation(
                         VerifierCode.STATUS_OVERWRITTEN_NOT_SUPPORTED,
                         irp,
@@ -751,7 +789,7 @@ class Verifier:
                 )
             failed = status != received[0] and status != _NOT_SUPPORTED and _nt_error(status)
             if failed and major == IrpMajor.PNP and self._on(VerifierCode.FAILED_PNP_PASSED_DOWN, sender_driver):
-                self._raise(
+                due.append(
                     self._violation(
                         VerifierCode.FAILED_PNP_PASSED_DOWN,
                         irp,
@@ -761,7 +799,7 @@ class Verifier:
                     )
                 )
             if failed and major == IrpMajor.POWER and self._on(VerifierCode.FAILED_POWER_PASSED_DOWN, sender_driver):
-                self._raise(
+                due.append(
                     self._violation(
                         VerifierCode.FAILED_POWER_PASSED_DOWN,
                         irp,
@@ -772,7 +810,7 @@ class Verifier:
                 )
             if not self._understands(sender_driver, major, loc.minor):
                 if status != received[0] and self._on(VerifierCode.STATUS_CHANGED_NOT_UNDERSTOOD, sender_driver):
-                    self._raise(
+                    due.append(
                         self._violation(
                             VerifierCode.STATUS_CHANGED_NOT_UNDERSTOOD,
                             irp,
@@ -786,7 +824,7 @@ class Verifier:
                 if information != received[1] and self._on(
                     VerifierCode.INFORMATION_CHANGED_NOT_UNDERSTOOD, sender_driver
                 ):
-                    self._raise(
+                    due.append(
                         self._violation(
                             VerifierCode.INFORMATION_CHANGED_NOT_UNDERSTOOD,
                             irp,
@@ -807,7 +845,7 @@ class Verifier:
                 and loc.parameters is above.parameters
                 and loc.file_object is above.file_object
             ):
-                self._raise(
+                due.append(
                     self._violation(
                         VerifierCode.COPIED_WITHOUT_ROUTINE,
                         irp,
@@ -825,14 +863,16 @@ class Verifier:
         call: _Call | None = None
         for position in range(len(tokens) - 1, -1, -1):
             if tokens[position].device is device:
-                call = tokens.pop(position)
+                call = tokens[position]
+                # Calls after it are those of dispatch routines that raised: gone.
+                del tokens[position:]
                 break
         if call is None:
             return status
         try:
             _acting.reset(call.token)
         except (ValueError, RuntimeError):
-            _acting.set(tokens[-1].device if tokens else None)
+            _acting.set(tokens[-1] if tokens else None)
         index = call.index
         result = status
         loc = irp._stack[index]
@@ -842,7 +882,8 @@ class Verifier:
             # Nothing completed it before the dispatch routine returned: no forcing needed.
             routine.restore(pending=False)
         elif deferral is not None and deferral.index == index and not deferral.resumed:
-            if status != _PENDING:
+            if status != _PENDING and not deferral.counted:
+                deferral.counted = True
                 self._forced += 1
             result = STATUS_PENDING
         if result == _PENDING and call.sender is not None and not irp.completed:
@@ -869,6 +910,8 @@ class Verifier:
                 )
         if not tokens and (irp.completed or irp._index >= irp.stack_count) and state.deferral is None:
             self._states.pop(irp, None)
+        if call.due and self.raise_on_violation:
+            raise call.due[0]
         return result
 
     def queued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
@@ -890,10 +933,11 @@ class Verifier:
         if not state.resuming:
             self._check_completion(irp, state, index, n)
         state.snapshots.append((self._sequence, index, irp.status))
+        state.stop = max(state.stop, index)
         state.queued = None
 
     def _check_completion(self, irp: Irp, state: _IrpState, index: int, n: int) -> None:
-        actor = _acting.get()
+        actor = _actor()
         queued = state.queued
         if state.deferral is not None:
             who = actor if actor is not None else state.deferral.sender
@@ -998,7 +1042,7 @@ class Verifier:
         index = irp._index
         n = irp.stack_count
         state.snapshots.append((self._sequence, index, irp.status))
-        state.stop = max(state.stop, index - 1)
+        state.stop = max(state.stop, index)
         self._passed(state, index - 1)
         if (
             result != _SMPR
@@ -1023,7 +1067,6 @@ class Verifier:
                 )
             )
         if result == _SMPR:
-            state.stop = index - 1
             if index >= n:
                 state.at.clear()
             self._raise_due(irp, state)

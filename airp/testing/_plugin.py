@@ -10,6 +10,15 @@ it provides:
     the clock of the current test's ``anyio_backend`` (``.now()``, ``.current_time``,
     ``.jump(seconds)``); the test fails with a clear message if that backend has no virtual clock.
 
+``airp_verifier``
+    a fresh :class:`airp.Verifier` for the test; give it to the test's I/O manager
+    (``airp.IoManager(verifier=airp_verifier)``).  At teardown the test fails with the verifier's
+    report if it found a violation, if an IRP is still outstanding, or if a completion it
+    deferred raised.  Configure it with the marker
+    ``@pytest.mark.airp_verifier(force_pending=..., seed=..., drivers=[...], ...)``, whose keyword
+    arguments are :class:`airp.Verifier`'s (its default ``raise_on_violation=True`` raises each
+    violation where it happens as well).
+
 and one ini option:
 
 ``airp_cancel_wait_limit``
@@ -22,11 +31,13 @@ and one ini option:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .._shell._requester_cancel import _set_configured_cancel_wait_limit
+from .._tools._verifier import Verifier
 from ._clock import AsyncioVirtualClock, TrioVirtualClock, clock_of, virtual_anyio_backend
 
 _INI_LIMIT = "airp_cancel_wait_limit"
@@ -54,6 +65,11 @@ def _parse_limit(raw: str) -> float | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "airp_verifier(**options): the airp.Verifier options (force_pending, seed, drivers, checks,"
+        " low_resources, raise_on_violation) of the test's airp_verifier fixture",
+    )
     raw = config.getini(_INI_LIMIT)
     if raw is None or raw == "" or raw == []:
         return
@@ -88,3 +104,29 @@ def virtual_clock(anyio_backend: object) -> AsyncioVirtualClock | TrioVirtualClo
             pytrace=False,
         )
     return clock
+
+
+@pytest.fixture
+def airp_verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
+    """A :class:`airp.Verifier` for this test, configured by its ``airp_verifier`` marker; the test
+    fails at teardown with the verifier's report on any violation or outstanding IRP."""
+    marker = request.node.get_closest_marker("airp_verifier")
+    options: dict[str, Any] = {}
+    if marker is not None:
+        if marker.args:
+            pytest.fail(
+                f"@pytest.mark.airp_verifier takes keyword arguments only (Verifier's options), got {marker.args!r}",
+                pytrace=False,
+            )
+        options = dict(marker.kwargs)
+    try:
+        verifier = Verifier(**options)
+    except TypeError as error:
+        pytest.fail(f"@pytest.mark.airp_verifier{options!r}: {error}", pytrace=False)
+    yield verifier
+    outstanding = verifier.outstanding()
+    if verifier.violations or outstanding or verifier.errors:
+        try:
+            verifier.check()
+        except AssertionError as report:
+            pytest.fail(str(report), pytrace=False)
