@@ -764,3 +764,109 @@ def test_correct_stacks_under_forced_pending_never_violate(
     assert all(irp.completed for irp in irps)
     assert len(irps) == reads
     verifier.check()
+
+
+# -- the pytest fixture and marker, and the worked example of docs/testing.md ----------------------
+
+DOCS = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+CONFTEST = """
+import pytest
+
+@pytest.fixture
+def anyio_backend(airp_anyio_backend):
+    return airp_anyio_backend
+"""
+
+
+def example_blocks() -> list[str]:
+    text = DOCS.read_text()
+    section = text[text.index("### A driver that assumes synchronous completion") :]
+    blocks = section.split("```python\n")[1:]
+    return [block.split("```")[0] for block in blocks]
+
+
+def test_the_docs_example_has_three_blocks() -> None:
+    blocks = example_blocks()
+    assert len(blocks) == 3
+    assert "BUG" in blocks[1]
+    assert "forward_and_wait" in blocks[2]
+
+
+def test_the_docs_example_catches_the_driver_and_passes_its_fix(pytester: pytest.Pytester) -> None:
+    stack, buggy, fixed = example_blocks()
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_buggy=stack + buggy, test_fixed=stack + fixed)
+    result = pytester.runpytest("-p", "no:cacheprovider", "test_buggy.py")
+    result.assert_outcomes(failed=2, errors=2)
+    result.stdout.fnmatch_lines(["*Driver Verifier:*", "*held by*Checksum*", "*COMPLETE_WITH_PENDING_STATUS*"])
+    pytester.runpytest("-p", "no:cacheprovider", "test_fixed.py").assert_outcomes(passed=2)
+    # The same buggy driver passes when nothing forces pending: why the verifier is worth having.
+    pytester.makepyfile(test_unforced=(stack + buggy).replace("force_pending=True", "force_pending=False"))
+    pytester.runpytest("-p", "no:cacheprovider", "test_unforced.py").assert_outcomes(passed=2)
+
+
+def test_the_fixture_fails_a_test_at_teardown_on_a_recorded_violation(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        """
+        import airp
+        import pytest
+
+        class Disk(airp.Driver):
+            @airp.dispatch(airp.IrpMajor.CREATE, airp.IrpMajor.CLEANUP, airp.IrpMajor.CLOSE, airp.IrpMajor.READ)
+            async def io(self, device, irp):
+                airp.complete_request(irp, airp.STATUS_SUCCESS, 0)
+                return airp.STATUS_SUCCESS
+
+        class Copier(airp.Driver):
+            pass_through = True
+
+            @airp.dispatch(airp.IrpMajor.READ)
+            async def read(self, device, irp):
+                irp.copy_current_stack_location_to_next()
+                return await airp.call_driver(device.lower_device, irp)
+
+        async def read_through(verifier, driver):
+            io = airp.IoManager(verifier=verifier)
+            disk = io.create_device(Disk(), "\\\\Device\\\\Disk")
+            airp.attach_device(io.create_device(driver), disk)
+            async with io.open("\\\\Device\\\\Disk") as handle:
+                await handle.read(0)
+
+        @pytest.mark.anyio
+        @pytest.mark.airp_verifier(raise_on_violation=False)
+        async def test_copier(airp_verifier):
+            await read_through(airp_verifier, Copier())
+
+        @pytest.mark.anyio
+        @pytest.mark.airp_verifier(raise_on_violation=False, drivers=["Disk"])
+        async def test_copier_not_verified(airp_verifier):
+            await read_through(airp_verifier, Copier())
+
+        @pytest.mark.anyio
+        async def test_defaults(airp_verifier):
+            assert airp_verifier.force_pending == 0.0
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=6, errors=2)
+    result.stdout.fnmatch_lines(["*COPIED_WITHOUT_ROUTINE*Copier*"])
+
+
+def test_the_marker_refuses_bad_options(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.airp_verifier(bogus=1)
+        def test_bad(airp_verifier):
+            pass
+
+        @pytest.mark.airp_verifier(0.5)
+        def test_positional(airp_verifier):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*bogus*", "*keyword arguments only*"])

@@ -417,11 +417,23 @@ def _loop_running() -> bool:
     return True
 
 
-def _default_clock() -> float:
-    try:
-        return anyio.current_time()
-    except Exception:  # no event loop runs
-        return time.monotonic()
+class _RunClock:
+    """``anyio.current_time()`` while a loop runs, else ``time.monotonic()``; once a run has
+    ended (a fixture's teardown), the last time read from its loop, so that "held for" stays on
+    the run's clock (virtual time under ``airp.testing``) instead of mixing two clocks."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def __call__(self) -> float:
+        try:
+            now = anyio.current_time()
+        except Exception:  # no event loop runs
+            return self.last if self.last is not None else time.monotonic()
+        self.last = now
+        return now
 
 
 def _nt_error(status: int) -> bool:
@@ -518,7 +530,7 @@ class Verifier:
         self.seed = seed
         self.low_resources = low_resources
         self.raise_on_violation = bool(raise_on_violation)
-        self._clock = clock if clock is not None else _default_clock
+        self._clock = clock if clock is not None else _RunClock()
         self._rng = random.Random(seed)
         self.violations: list[VerifierViolation] = []
         self._errors: list[BaseException] = []

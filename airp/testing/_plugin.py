@@ -124,9 +124,10 @@ def airp_verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
     except TypeError as error:
         pytest.fail(f"@pytest.mark.airp_verifier{options!r}: {error}", pytrace=False)
     yield verifier
-    outstanding = verifier.outstanding()
-    if verifier.violations or outstanding or verifier.errors:
-        try:
-            verifier.check()
-        except AssertionError as report:
-            pytest.fail(str(report), pytrace=False)
+    report: str | None = None
+    try:
+        verifier.check()
+    except AssertionError as failed:
+        report = str(failed)
+    if report is not None:
+        pytest.fail(report, pytrace=False)
