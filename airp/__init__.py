@@ -151,6 +151,7 @@ from ._shell._requester_cancel import get_cancel_wait_limit as get_cancel_wait_l
 from ._shell._requester_cancel import is_disowned as is_disowned
 from ._shell._requester_cancel import set_cancel_wait_limit as set_cancel_wait_limit
 from ._shell._requester_cancel import task_io as task_io
+from ._shell._run_clock import delay as delay
 from ._shell._send import send_irp as send_irp
 from ._shell._startio import StartIoQueue as StartIoQueue
 from ._shell._startio import StartIoRoutine as StartIoRoutine
@@ -187,17 +188,3 @@ from ._tools._verifier import Verifier as Verifier
 from ._tools._verifier import VerifierStatistics as VerifierStatistics
 from ._tools._verifier import VerifierViolation as VerifierViolation
 from ._version import __version__ as __version__
-
-
-def _install_simulation_clocks() -> None:
-    # airp simulate runs on the virtual clocks of airp.testing, a layer above the tools, so the
-    # front hands them down, as the shell installs its hooks into the machine.
-    from ._tools._simulate import install_virtual_time
-    from .testing._clock import VirtualTimeDeadlock, virtual_anyio_backend
-
-    install_virtual_time(virtual_anyio_backend, (VirtualTimeDeadlock,))
-
-
-_install_simulation_clocks()
-del _install_simulation_clocks
-

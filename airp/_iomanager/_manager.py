@@ -39,8 +39,11 @@ from .._shell._requester_cancel import (
     call_driver_for_requester,
     cancel_and_wait,
     get_cancel_wait_limit,
+    holding_device,
     is_disowned,
 )
+from .._shell._run_clock import add_deadlock_reporter
+from .._shell._virtual_time import DeadlockFindings
 from .._shell._waiter import new_waiter
 from ._pnp import DeviceNode, DriverSpec, PnpManager, StackDescription
 from ._requests import (
@@ -117,6 +120,7 @@ class IoManager:
         On cancellation: the removal at the block's end runs shielded to its end.
         """
         await self.pnp.__aenter__()
+        _register_in_run(self)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool | None:
@@ -548,6 +552,14 @@ class IoManager:
         files = (file_object,) if file_object is not None else tuple(self._files)
         return [irp for fo in files for irp in fo.requests if not irp.completed]
 
+    def _report_deadlock(self, findings: DeadlockFindings) -> None:
+        # Asked by the run's virtual clock when the run deadlocks (see _register_in_run).
+        for irp in self.outstanding_requests():
+            findings.outstanding.append((irp, holding_device(irp)))
+        for irp in self.pnp.in_flight:
+            if not irp.completed:
+                findings.outstanding.append((irp, holding_device(irp)))
+
     async def _after_cleanup(self, file_object: FileObject, limit: float | None = None) -> int:
         # Reference 6.5 makes completing the handle's IRPs the driver's job in IRP_MJ_CLEANUP.
         # What it left is cancelled here (as CancelIoEx on the handle would) and waited for,
@@ -582,7 +594,11 @@ def _register_in_run(io: IoManager) -> None:
     except LookupError:
         managers = weakref.WeakSet()
         _RUN_MANAGERS.set(managers)
-    managers.add(io)
+    if io not in managers:
+        managers.add(io)
+        # The I/O manager installs its part of the deadlock report with the run's clock (a hook
+        # per run, not per import): the clock asks it only if the run deadlocks.
+        add_deadlock_reporter(io)
 
 
 def run_io_managers() -> list[IoManager]:

@@ -253,6 +253,8 @@ class PnpManager:
         self.nodes: list[DeviceNode] = []
         self.root = RootBus()
         self._tg: anyio.abc.TaskGroup | None = None
+        #: PnP IRPs sent and not back yet, for the deadlock report.
+        self.in_flight: dict[Irp, DeviceNode] = {}
 
     # -- drivers -----------------------------------------------------------------------------
 
@@ -459,9 +461,13 @@ class PnpManager:
         # Reference 8.2: every PnP IRP starts as STATUS_NOT_SUPPORTED, so that a stack where no
         # driver handles it answers that.
         irp.status = STATUS_NOT_SUPPORTED
-        with anyio.CancelScope(shield=True):
-            await call_driver(top, irp)
-            status, _ = await irp
+        self.in_flight[irp] = node
+        try:
+            with anyio.CancelScope(shield=True):
+                await call_driver(top, irp)
+                status, _ = await irp
+        finally:
+            del self.in_flight[irp]
         return status
 
     def _apply(self, node: DeviceNode, minor: PnpMinor) -> None:

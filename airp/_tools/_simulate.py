@@ -7,8 +7,7 @@ hooks, times every request from the moment it is sent to the moment its completi
 top, every layer from its dispatch to the moment the completion walk passes back up through it,
 and every wait in a queue.  The run is on airp's virtual clock unless ``real_time`` is asked for.
 
-The virtual clocks live in :mod:`airp.testing`, above this layer: the package's front installs
-them here (:func:`install_virtual_time`), as the shell installs its hooks into the machine.
+The virtual clocks are the async shell's (:mod:`airp._shell._run_clock`).
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ from .._iomanager._manager import FileHandle, IoManager
 from .._machine._errors import NtStatusError
 from .._machine._monitor import MonitorHooks, combine_hooks
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, NtStatus
+from .._shell._run_clock import virtual_anyio_backend
+from .._shell._virtual_time import VirtualTimeDeadlock
 from ._simulate_description import SimulationDescription, SimulationDescriptionError, build_drivers, load_simulation
 
 if TYPE_CHECKING:
@@ -45,27 +46,9 @@ __all__ = [
     "SimulationRecorder",
     "SimulationReport",
     "add_simulate_arguments",
-    "install_virtual_time",
     "run_simulate_command",
     "simulate",
 ]
-
-BackendOptions = tuple[str, dict[str, Any]]
-
-_virtual_backend: Callable[[str], BackendOptions] | None = None
-_deadlock_errors: tuple[type[BaseException], ...] = ()
-
-
-def install_virtual_time(backend: Callable[[str], BackendOptions], deadlock_errors: tuple[type[BaseException], ...]) -> None:
-    """Give the simulator the virtual clocks (``airp`` does this when it is imported).
-
-    :param backend: ``virtual_anyio_backend``: ``(name, options)`` for a fresh clock per run.
-    :param deadlock_errors: what a clock raises when nothing can wake the run.
-    """
-    global _virtual_backend, _deadlock_errors
-    _virtual_backend = backend
-    _deadlock_errors = deadlock_errors
-
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom, for the batch-means intervals.
 _T95 = {
@@ -676,7 +659,6 @@ def simulate(
     :returns: the report.
     :raises SimulationDescriptionError: if a driver refuses its parameters or a plugin is unknown (before
         anything runs), or the backend is unknown.
-    :raises RuntimeError: for virtual time when ``airp`` (which installs the clocks) is not imported.
     """
     if backend not in ("asyncio", "trio"):
         raise SimulationDescriptionError("command line", "--backend", f"expected asyncio or trio, got {backend!r}")
@@ -686,15 +668,13 @@ def simulate(
     if real_time:
         name = backend
     else:
-        if _virtual_backend is None:
-            raise RuntimeError("the virtual clocks are not installed: import airp first (it installs them)")
-        name, options = _virtual_backend(backend)
+        name, options = virtual_anyio_backend(backend)
     ended = "completed"
     wall = time.perf_counter()
     try:
         anyio.run(_run, state, backend=name, backend_options=options)
     except BaseException as error:
-        deadlock = _find(error, _deadlock_errors)
+        deadlock = _find(error, (VirtualTimeDeadlock,))
         if deadlock is None:
             raise
         ended = f"deadlock: {str(deadlock).splitlines()[0]}"

@@ -36,9 +36,11 @@ from typing import Any
 
 import pytest
 
+from .._shell._asyncio_clock import AsyncioVirtualClock
 from .._shell._requester_cancel import _set_configured_cancel_wait_limit
+from .._shell._run_clock import clock_of, virtual_anyio_backend
+from .._shell._trio_clock import TrioVirtualClock
 from .._tools._verifier import Verifier
-from ._clock import AsyncioVirtualClock, TrioVirtualClock, clock_of, virtual_anyio_backend
 
 _INI_LIMIT = "airp_cancel_wait_limit"
 _previous_limit: list[float] = []

@@ -6,7 +6,8 @@ import asyncio
 
 import anyio
 
-from ._clock import TrioVirtualClock, VirtualTimeEventLoop
+from .._shell._asyncio_clock import VirtualTimeEventLoop
+from .._shell._trio_clock import TrioVirtualClock
 
 __all__ = ["wait_until_quiet"]
 
