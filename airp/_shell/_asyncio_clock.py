@@ -65,14 +65,14 @@ _heappop = heapq.heappop
 _CancelledError = asyncio.CancelledError
 _TimerHandle = asyncio.TimerHandle
 
-# The states of a parked task.
-_WAITING, _DUE, _CANCELLED = 0, 1, 2
+# The states of a parked task: asleep, woken by its time, by a cancel, or early by wake().
+_WAITING, _DUE, _CANCELLED, _WOKEN = 0, 1, 2, 3
 
 #: Rebuild the heap once this many of its timers are cancelled and they are half of it.
 _PURGE_AT = 64
 
 
-class _ParkedTask:
+class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
     """A task asleep in the loop's timer heap: the future it waits on and the handle that wakes it.
 
     The task yields this object as it would yield a future (it has ``_asyncio_future_blocking``),
@@ -81,30 +81,37 @@ class _ParkedTask:
     Handle does), and running it steps the task.  ``cancel`` (asyncio's ``Task.cancel`` calls it
     on the future a task waits on) takes it out of the heap and wakes the task with
     ``CancelledError``.
+
+    It is an :class:`asyncio.Future` only for ``isinstance``: anyio's cancel scopes do not cancel a
+    task whose future is already done (it will see the cancellation at its next checkpoint), and
+    they recognise a done future that way.  None of the C future's state is used (its
+    ``__init__`` is never called); every method a task or anyio calls is defined here.
     """
 
-    __slots__ = ("_asyncio_future_blocking", "_callback", "_cancel_message", "_context", "_loop", "_state")
+    __slots__ = ("_asyncio_future_blocking", "_callback", "_cancel_msg", "_context", "_home", "_phase")
 
     # A handle in the ready queue is skipped when ``_cancelled``: a parked task is always run.
     _cancelled = False
 
     def __init__(self, loop: VirtualTimeEventLoop) -> None:
-        self._loop = loop
-        self._state = _WAITING
+        self._home = loop
+        self._phase = _WAITING
         self._asyncio_future_blocking = False
         self._callback: Callable[[Any], object] | None = None
         self._context: Context | None = None
-        self._cancel_message: object = None
+        self._cancel_msg: object = None
 
     def __await__(self) -> Generator[Any, None, None]:
         self._asyncio_future_blocking = True
         yield self
         # The task was woken through result(), which raised if the sleep was cancelled.
 
+    __iter__ = __await__
+
     # -- what asyncio's Task asks of the future it waits on ------------------------------------------
 
     def get_loop(self) -> VirtualTimeEventLoop:
-        return self._loop
+        return self._home
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Context | None = None) -> None:
         if self._callback is not None:
@@ -119,16 +126,16 @@ class _ParkedTask:
         return 0
 
     def done(self) -> bool:
-        return self._state != _WAITING
+        return self._phase != _WAITING
 
     def cancelled(self) -> bool:
-        return self._state == _CANCELLED
+        return self._phase == _CANCELLED
 
     def result(self) -> None:
-        if self._state == _CANCELLED:
-            message = self._cancel_message
+        if self._phase == _CANCELLED:
+            message = self._cancel_msg
             raise _CancelledError() if message is None else _CancelledError(message)
-        if self._state == _WAITING:
+        if self._phase == _WAITING:
             raise asyncio.InvalidStateError("the parked task's time has not come yet")
 
     def exception(self) -> BaseException | None:
@@ -136,14 +143,23 @@ class _ParkedTask:
         return None
 
     def cancel(self, msg: object = None) -> bool:
-        if self._state != _WAITING:
+        if self._phase != _WAITING:
             return False
-        self._state = _CANCELLED
-        self._cancel_message = msg
-        loop = self._loop
+        self._phase = _CANCELLED
+        self._cancel_msg = msg
+        loop = self._home
         loop._timer_cancelled_count += 1  # still in the heap: purged when it reaches the top
         loop._ready.append(self)
         return True
+
+    def wake(self) -> None:
+        """End the sleep early (a plain function may call it): the task resumes normally."""
+        if self._phase != _WAITING:
+            return
+        self._phase = _WOKEN
+        loop = self._home
+        loop._timer_cancelled_count += 1  # still in the heap: purged when it reaches the top
+        loop._ready.append(self)
 
     # -- what the loop asks of a handle ------------------------------------------------------------
 
@@ -159,12 +175,12 @@ class _ParkedTask:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as error:
-            self._loop.call_exception_handler(
+            self._home.call_exception_handler(
                 {"message": "Exception in a task woken by airp.delay", "exception": error, "handle": self}
             )
 
     def __repr__(self) -> str:
-        state = ("waiting", "due", "cancelled")[self._state]
+        state = ("waiting", "due", "cancelled", "woken")[self._phase]
         return f"<airp parked task {state}>"
 
 
@@ -282,8 +298,8 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         while timers and timers[0][0] <= now:
             timer = _heappop(timers)[2]
             if timer.__class__ is _ParkedTask:
-                if timer._state == _WAITING:
-                    timer._state = _DUE
+                if timer._phase == _WAITING:
+                    timer._phase = _DUE
                     ready.append(timer)
                 else:
                     self._timer_cancelled_count -= 1
@@ -411,7 +427,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
 def _dead(timer: Any) -> bool:
     if timer.__class__ is _ParkedTask:
-        return bool(timer._state == _CANCELLED)
+        return bool(timer._phase >= _CANCELLED)
     return bool(timer._cancelled)
 
 

@@ -35,6 +35,8 @@ from .._machine._device import DeviceObject
 from .._machine._irp import Irp, IrpStateError
 from .._machine._status import STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_NO_SUCH_DEVICE, NtStatus
 from ._requester_cancel import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
+from ._run_clock import WakeableDelay, add_deadlock_reporter
+from ._virtual_time import DeadlockFindings
 from ._waiter import Waiter, new_waiter
 
 __all__ = [
@@ -144,6 +146,10 @@ class _QueueBase:
 
     def _holds(self) -> list[_Hold]:  # pragma: no cover - abstract
         """The IRPs the driver still holds through this queue once its workers have ended."""
+        raise NotImplementedError
+
+    def _stuck(self) -> list[tuple[Irp, str]]:  # pragma: no cover - abstract
+        """The IRPs waiting in this queue or held through it, each with where: for a deadlock report."""
         raise NotImplementedError
 
 
@@ -281,7 +287,13 @@ class DeviceTasks:
         tg.start_soon(self._watch_for_cancellation, name=f"airp removal watch for {self.device!r}")
         for queue in self._queues:
             queue._device_started()
+        add_deadlock_reporter(self)
         return self
+
+    def _report_deadlock(self, findings: DeadlockFindings) -> None:
+        # Asked by the run's virtual clock when the run deadlocks: what waits in the queues.
+        for queue in self._queues:
+            findings.queued.extend(queue._stuck())
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -584,7 +596,8 @@ async def wait_or_cancelled(irp: Irp | _HasIrp, seconds: float) -> bool:
             else:
                 airp.complete_and_start_next(device, irp, STATUS_SUCCESS, length)
 
-    No task is created: the wait is one event and one timeout in the caller's task.
+    No task is created: the wait is a sleep in the caller's task that the cancel routine ends early;
+    on virtual time it sleeps on the clock's own timer heap, as :func:`~airp.delay` does.
 
     :param irp: the IRP, or a :class:`~airp.Request` (its ``irp`` is used).
     :param seconds: how long to wait, >= 0 (``math.inf``: until cancelled).
@@ -617,16 +630,15 @@ async def wait_or_cancelled(irp: Irp | _HasIrp, seconds: float) -> bool:
     if target.cancel:
         await anyio.lowlevel.checkpoint()
         return True
-    event = anyio.Event()
+    waiting = WakeableDelay(seconds)
 
     def wake(device: DeviceObject | None, irp: Irp) -> None:
         # Taken by cancel_irp: wake the waiter, which still owns the IRP and will complete it.
-        event.set()
+        waiting.wake()
 
     target.cancel_routine = wake
     try:
-        with anyio.move_on_after(seconds):
-            await event.wait()
+        await waiting.wait()
     finally:
         if target.cancel_routine is wake:
             target.cancel_routine = None

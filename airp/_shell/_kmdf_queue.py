@@ -869,6 +869,11 @@ class IoQueue(_QueueBase):
             self._check_waiters()
         keep.raise_first()
 
+    def _stuck(self) -> list[tuple[Irp, str]]:
+        found = [(irp, f"{self!r}, waiting") for irp in self._waiting]
+        found.extend((hold.irp, f"{self!r}, owned by the driver (presented or retrieved)") for hold in self._holds())
+        return found
+
     def _holds(self) -> list[_Hold]:
         """The requests the driver owns through this queue: presented, retrieved, or handed to
         ``on_canceled_on_queue``, and still at the driver's location (or passed below it)."""

@@ -28,6 +28,8 @@ import anyio.lowlevel
 from .._machine._bugcheck import BugCheck, BugCheckCode
 from .._machine._errors import NtStatusError
 from .._machine._status import STATUS_DELETE_PENDING, STATUS_SUCCESS, NtStatus
+from ._run_clock import add_deadlock_reporter, discard_deadlock_reporter
+from ._virtual_time import DeadlockFindings
 from ._waiter import Waiter, new_waiter
 
 __all__ = ["RemoveLock", "RemoveLockHold", "RemoveLockStatistics", "RemoveLockViolation"]
@@ -135,6 +137,7 @@ class RemoveLock:
     """
 
     __slots__ = (
+        "__weakref__",
         "_acquired",
         "_ceiling",
         "_count",
@@ -288,11 +291,21 @@ class RemoveLock:
         count = self._count = self._count - 2  # the caller's acquisition and the bias
         if count > 0:
             waiter = self._waiter = new_waiter()
-            with anyio.CancelScope(shield=True):
-                await waiter.wait()
+            # While it waits, the lock is part of the run's deadlock report (with its holders).
+            registered = add_deadlock_reporter(self)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await waiter.wait()
+            finally:
+                if registered:
+                    discard_deadlock_reporter(self)
             await anyio.lowlevel.checkpoint_if_cancelled()
         else:
             await anyio.lowlevel.checkpoint()
+
+    def _report_deadlock(self, findings: DeadlockFindings) -> None:
+        # Asked by the run's virtual clock if the run deadlocks while release_and_wait waits.
+        findings.remove_locks.append((self, tuple(self._held) if self._tracking else ()))
 
     def hold(self, tag: object = None) -> RemoveLockHold:
         """Hold the lock for a block: ``with lock.hold(tag):`` or ``async with lock.hold(tag):``.

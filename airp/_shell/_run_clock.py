@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+
 from ._asyncio_clock import AsyncioVirtualClock, asyncio_sleeper, running_virtual_loop
-from ._trio_clock import TrioVirtualClock, running_trio_clock, trio_delay
+from ._trio_clock import TrioVirtualClock, running_trio_clock, trio_delay, trio_wakeable_delay
 from ._virtual_time import DeadlockReporter, DeadlockReporters, check_seconds
 
 __all__ = [
+    "WakeableDelay",
     "add_deadlock_reporter",
     "clock_of",
     "current_virtual_clock",
@@ -52,6 +56,62 @@ async def delay(seconds: float) -> None:
         await sleeper
     else:
         await trio_delay(seconds)
+
+
+class WakeableDelay:
+    """A :func:`delay` that a plain function (a cancel routine) can end early with :meth:`wake`.
+
+    On virtual time it sleeps on the clock's own timer heap like :func:`delay`; elsewhere it is an
+    Event waited on under a timeout.  Waking it is not a cancellation: the waiter resumes normally,
+    so a cancellation of the waiter's own scope that arrives meanwhile is still delivered as such.
+    """
+
+    __slots__ = ("_seconds", "_wake", "_woken")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = check_seconds(seconds)
+        self._woken = False
+        self._wake: Any = None
+
+    @property
+    def woken(self) -> bool:
+        """True once :meth:`wake` has been called."""
+        return self._woken
+
+    def wake(self) -> None:
+        """End the wait now (or make it end at once if it has not begun).  Never suspends."""
+        if self._woken:
+            return
+        self._woken = True
+        if self._wake is not None:
+            self._wake()
+
+    def _on_park(self, wake: Any) -> None:
+        self._wake = wake
+
+    async def wait(self) -> bool:
+        """Wait until the time has passed or :meth:`wake` is called; once only.
+
+        On cancellation: as :func:`delay`: the cancellation propagates and nothing is left behind.
+
+        :returns: True if woken early, False if the time ran out.
+        """
+        if self._woken:
+            await anyio.lowlevel.checkpoint()
+            return True
+        loop = running_virtual_loop()
+        if loop is not None:
+            parked = loop.park(self._seconds)
+            self._wake = parked.wake
+            await parked
+            return self._woken
+        if running_trio_clock() is not None and await trio_wakeable_delay(self._seconds, self._on_park):
+            return self._woken
+        event = anyio.Event()
+        self._wake = event.set
+        with anyio.move_on_after(self._seconds):
+            await event.wait()
+        return self._woken
 
 
 def current_virtual_clock() -> AsyncioVirtualClock | TrioVirtualClock | None:

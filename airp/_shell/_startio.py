@@ -381,6 +381,14 @@ class StartIoQueue(_QueueBase):
             return []
         return [_Hold(self.name, irp, self._current_level)]
 
+    def _stuck(self) -> list[tuple[Irp, str]]:
+        found = [(irp, f"{self!r}, waiting") for irp in self.queue]
+        found.extend((irp, f"{self!r}, started, its routine not yet called") for irp in self._ready)
+        if self._running is not None:
+            found.append((self._running, f"{self!r}, in its StartIo routine"))
+        found.extend((hold.irp, f"{self!r}, the current IRP, held by the driver") for hold in self._holds())
+        return found
+
     async def _work(self) -> None:
         ready = self._ready
         checkpoint = anyio.lowlevel.checkpoint

@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ._virtual_time import (
@@ -28,7 +29,7 @@ from ._virtual_time import (
     check_jump,
 )
 
-__all__ = ["TrioVirtualClock", "running_trio_clock", "trio_delay"]
+__all__ = ["TrioVirtualClock", "running_trio_clock", "trio_delay", "trio_wakeable_delay"]
 
 #: What the clock answers when it must not jump and nothing is due: trio caps it anyway.
 _LONG_SLEEP = 86_400.0
@@ -44,6 +45,15 @@ class _Sleeper:
 
     def __init__(self, task: Any) -> None:
         self.task = task
+
+    def wake(self) -> None:
+        """End the sleep early (a plain function may call it): the task resumes normally."""
+        task = self.task
+        if task is not None:
+            import trio
+
+            self.task = None
+            trio.lowlevel.reschedule(task)
 
     def abort(self, raise_cancel: Any) -> Any:
         import trio
@@ -282,3 +292,19 @@ async def trio_delay(seconds: float) -> None:
     sleeper = _Sleeper(trio.lowlevel.current_task())
     _heappush(clock.sleepers, (when, next(clock.order), sleeper))
     await trio.lowlevel.wait_task_rescheduled(sleeper.abort)
+
+
+async def trio_wakeable_delay(seconds: float, on_park: Callable[[Callable[[], None]], None]) -> bool:
+    """Park in the virtual clock's heap for *seconds*, handing *on_park* the function that wakes
+    the task early.  Returns False at once (without waiting) if the run is not on a virtual clock.
+    """
+    import trio
+
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, _TrioJumpClock):
+        return False
+    sleeper = _Sleeper(trio.lowlevel.current_task())
+    _heappush(clock.sleepers, (clock.time + seconds, next(clock.order), sleeper))
+    on_park(sleeper.wake)
+    await trio.lowlevel.wait_task_rescheduled(sleeper.abort)
+    return True
