@@ -29,6 +29,7 @@ replaces the one method that decides what happens next, ``_run_once``:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -63,7 +64,7 @@ _get_running_loop = asyncio._get_running_loop
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _CancelledError = asyncio.CancelledError
-_TimerHandle = asyncio.TimerHandle
+_copy_context = contextvars.copy_context
 
 # The states of a parked task: asleep, woken by its time, by a cancel, or early by wake().
 _WAITING, _DUE, _CANCELLED, _WOKEN = 0, 1, 2, 3
@@ -184,13 +185,46 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
         return f"<airp parked task {state}>"
 
 
+class _Handle(asyncio.Handle):
+    """A Handle made without the per-call debug look-ups (the loop's debug mode uses asyncio's own)."""
+
+    __slots__ = ()
+
+    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...], loop: Any, context: Context) -> None:
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._source_traceback = None
+        self._repr = None
+        self._context = context
+
+
+class _TimerHandle(asyncio.TimerHandle):
+    """A TimerHandle made without the per-call debug look-ups, as :class:`_Handle`."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...], loop: Any, context: Context
+    ) -> None:
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._source_traceback = None
+        self._repr = None
+        self._context = context
+        self._when = when
+        self._scheduled = True
+
+
 def _threads_in_flight(loop: VirtualTimeEventLoop) -> bool:
     """Whether a worker thread may still hand a result back to *loop*.
 
     Counted: ``loop.run_in_executor`` calls (``asyncio.to_thread``, ``getaddrinfo``) and anyio's
     worker threads on the default limiter (``anyio.to_thread.run_sync``), which hold a token from
-    the call until the caller has its result; and asyncio's subprocess waiter threads.  A thread
-    started any other way is not seen.
+    the call until the caller has its result.  A thread started any other way is not seen.
     """
     if loop._executor_jobs:
         return True
@@ -203,9 +237,13 @@ def _threads_in_flight(loop: VirtualTimeEventLoop) -> bool:
             limiter = loop._thread_limiter = anyio.to_thread.current_default_thread_limiter()
         except Exception:  # not inside an anyio run
             limiter = None
-    if limiter is not None and limiter.borrowed_tokens > 0:
-        return True
-    # asyncio's ThreadedChildWatcher waits for a subprocess on a thread of this name.
+    return limiter is not None and limiter.borrowed_tokens > 0
+
+
+def _waitpid_threads() -> bool:
+    # asyncio's ThreadedChildWatcher waits for a subprocess on a thread of this name; the process's
+    # exit comes back through call_soon_threadsafe.  Looked at only before declaring a deadlock:
+    # virtual time may move while a subprocess runs, as it does while a socket waits.
     return any(t.name.startswith("asyncio-waitpid-") for t in threading.enumerate())
 
 
@@ -227,6 +265,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         _selector: selectors.BaseSelector
         _debug: bool
         _stopping: bool
+        _closed: bool
         _timer_cancelled_count: int
         _signal_handlers: dict[int, Any]
         _current_handle: Any
@@ -244,13 +283,26 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         self._timer_order = itertools.count()
         super().__init__()
         self.virtual_clock = clock
-        self._watched = self._selector.get_map()
+        # The selector's own table of registered file descriptors (the wake-up pipe is one): a
+        # dict, so that "is anything but the pipe watched?" costs one C call per pass.
+        self._watched: dict[int, Any] = self._selector._fd_to_key  # type: ignore[attr-defined]
         clock._loops += 1
 
     # -- time ----------------------------------------------------------------------------------------
 
     def time(self) -> float:
         return self.virtual_clock._time
+
+    def call_soon(
+        self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Context | None = None
+    ) -> asyncio.Handle:
+        if self._debug:
+            return super().call_soon(callback, *args, context=context)
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _Handle(callback, args, self, _copy_context() if context is None else context)
+        self._ready.append(handle)
+        return handle
 
     def call_at(
         self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Context | None = None
@@ -259,15 +311,18 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             raise TypeError("when cannot be None")
         if when != when:
             raise ValueError("a timer's time cannot be NaN")
-        self._check_closed()
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_at")
-        timer: Any = _TimerHandle(when, callback, args, self, context)
-        if timer._source_traceback:
-            del timer._source_traceback[-1]
+            timer: Any = asyncio.TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            timer._scheduled = True
+        else:
+            timer = _TimerHandle(when, callback, args, self, _copy_context() if context is None else context)
         _heappush(self._timers, (when, next(self._timer_order), timer))
-        timer._scheduled = True
         return timer  # type: ignore[no-any-return]
 
     def park(self, seconds: float) -> _ParkedTask:
@@ -365,8 +420,8 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             # Time moves only through jump(): wait in real time, as a normal loop would.
             self._poll(min(head - clock._time, 86_400.0))
             return
-        if watched:
-            self._poll(None)  # only I/O (or a signal) can wake the loop now: block for real
+        if watched or _waitpid_threads():
+            self._poll(None)  # only I/O, a signal or a subprocess can wake the loop now: block for real
             return
         if clock.deadlock_error:
             raise VirtualTimeDeadlock(clock._time, clock._reporters.gather())
