@@ -14,6 +14,8 @@ The transfer type decides what a driver finds in the IRP:
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
@@ -37,7 +39,9 @@ class Overlapped(Generic[T]):
     """A request that has been sent and may still be in flight (Win32's ``OVERLAPPED``).
 
     Returned by the ``*_overlapped`` calls of :class:`~airp.FileHandle` once the dispatch routine
-    has returned.  Await it for the result, as the plain calls do.
+    has returned.  Await it for the result, as the plain calls do, or have a plain function called
+    when it completes (:meth:`add_done_callback`: Win32's completion routine of ``ReadFileEx``,
+    without the alertable wait), which costs no task and no await.
 
     :ivar irp: the request's IRP.
     :ivar status_returned: what the top driver's dispatch routine returned (STATUS_PENDING for a
@@ -47,7 +51,7 @@ class Overlapped(Generic[T]):
         if the IRP was pended (an error returned synchronously is reported only through the call).
     """
 
-    __slots__ = ("_output", "_result", "io_status_block", "irp", "status_returned")
+    __slots__ = ("_callbacks", "_output", "_result", "io_status_block", "irp", "status_returned")
 
     def __init__(self, irp: Irp, output: bytearray | None, result: Callable[[Overlapped[T]], T]) -> None:
         self.irp = irp
@@ -55,6 +59,9 @@ class Overlapped(Generic[T]):
         self._result = result
         self.status_returned: NtStatus | None = None
         self.io_status_block: IoStatus | None = None
+        # The done callbacks: None until one is added (a request without any pays this store and
+        # one ``is None`` test in its final stage), then the list the final stage runs.
+        self._callbacks: list[Callable[[Overlapped[T]], object]] | None = None
         irp._final_stage = self._finish
 
     @property
@@ -62,47 +69,141 @@ class Overlapped(Generic[T]):
         """True once the IRP has been completed all the way up."""
         return self.irp.completed
 
+    def add_done_callback(self, callback: Callable[[Overlapped[T]], object]) -> None:
+        """Call ``callback(request)`` once, when the request's final stage has run.
+
+        The callback runs synchronously inside the completion walk, right after the I/O manager's
+        final stage (the copy back to the requester's buffer, the status block) and before the
+        task that awaits the request is woken, the way IoCompleteRequest runs things in place.  It
+        is a plain function: it cannot await (start a task or set an event for slower work), and
+        what it returns is ignored.  Inside it :meth:`result` gives the request's outcome.  A
+        request that has already completed calls *callback* at once, before this method returns.
+        Several callbacks may be added (the same one twice is called twice); they run in the order
+        they were added, including those added by a callback while they run.
+
+        A request whose final stage raises a bug check (0x312: the driver claimed more bytes than
+        the requester's buffer holds, 0x228, ...) is done all the same: its callbacks run, and
+        :meth:`result` raises that bug check.  A request that is disowned (still held by its
+        driver when the cancel-wait limit ran out) has not completed: its callbacks run only if
+        the driver completes it later.
+
+        On cancellation of the requester (a timeout, a cancelled task): the cancellation becomes
+        :func:`~airp.cancel_irp` on the IRP, so the callback still runs when the driver completes
+        it, usually with STATUS_CANCELLED (:meth:`result` then raises
+        :class:`~airp.NtStatusError`).
+
+        A callback that raises an ``Exception`` does not take the IRP or whoever completes it down:
+        the exception is reported through :func:`sys.unraisablehook` (a warning under pytest),
+        with a message naming the request, and the other callbacks still run.  A
+        ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``) propagates to the
+        completer, as an exception of the final stage does, and the callbacks after it do not run.
+
+        :param callback: ``callback(request)``, a plain function.
+        :raises TypeError: if *callback* is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"a done callback is a plain function (request) -> None, got {callback!r}")
+        callbacks = self._callbacks
+        if callbacks is not None:
+            # Not run yet, or running now (the final stage takes each one off the front as it
+            # calls it): either way it is called in its turn.
+            callbacks.append(callback)
+        elif self.irp._index > self.irp.stack_count:  # irp.completed, and its callbacks have run
+            self._call_back(callback)
+        else:
+            self._callbacks = [callback]
+
+    def remove_done_callback(self, callback: Callable[[Overlapped[T]], object]) -> int:
+        """Remove every registration of *callback* that has not been called yet.
+
+        :param callback: a callback given to :meth:`add_done_callback` (compared with ``==``, so
+            the same bound method of the same object matches).
+        :returns: how many registrations were removed (``0`` once the request's callbacks have
+            run, or if *callback* was never added).
+        """
+        callbacks = self._callbacks
+        if not callbacks:
+            return 0
+        kept = [registered for registered in callbacks if registered != callback]
+        removed = len(callbacks) - len(kept)
+        if removed:
+            # In place: the final stage may be running this very list (a callback removing one).
+            callbacks[:] = kept
+        return removed
+
+    def _run_callbacks(self) -> None:
+        # Called by the final stage once the request is done.  Each callback is taken off the
+        # front before it is called, so one added or removed by a callback meanwhile is added to
+        # or removed from what is left; the slot is cleared at the end (add_done_callback then
+        # calls at once).
+        callbacks = self._callbacks
+        assert callbacks is not None
+        try:
+            while callbacks:
+                self._call_back(callbacks.pop(0))
+        finally:
+            self._callbacks = None
+
+    def _call_back(self, callback: Callable[[Overlapped[T]], object]) -> None:
+        try:
+            callback(self)
+        except Exception as error:
+            _report_callback_error(self, callback, error)
+
     def _finish(self, irp: Irp) -> None:
-        # Off the handle's list and the requester's list first, whatever the checks below find.
-        file_object = irp.file_object
-        if file_object is not None:
-            file_object.requests.pop(irp, None)
-        # release_from_task and nt_error written out: a frame each per request (issue 11).
-        owner = irp.owner
-        if isinstance(owner, TaskIo):
-            owner._release(irp)
-        status = irp.status
-        if self.status_returned == STATUS_PENDING and not irp.pending_returned:
-            check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)
-        output = self._output
-        count = irp.information
-        error = (status & 0xFFFF_FFFF) >> 30 == 3
-        if output is not None and count > len(output) and not error:
-            # Verifier 0x312 for every transfer type: with direct and neither I/O the driver
-            # wrote into the requester's buffer itself, and still may not claim more than it holds.
-            raise BugCheck(
-                BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                f"information {count} is larger than the requester's output buffer ({len(output)} bytes)",
-                parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
-                irp=irp,
-            )
-        # The flag tests only where there is a system buffer: IntFlag's ``&`` is a Python-level call.
-        if irp.system_buffer is not None:
-            if (
-                output is not None
-                and irp.flags & IrpFlags.INPUT_OPERATION
-                and status != STATUS_VERIFY_REQUIRED
-                and not error
-            ):
-                output[:count] = irp.system_buffer[:count]
-            if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
-                irp.system_buffer = None
-        if not error or irp.pending_returned:
-            # Built as Irp builds its IoStatus: no NamedTuple __new__ frame, and no enum call for
-            # a status that is an NtStatus already (issue 11).
-            self.io_status_block = _new_tuple(
-                IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information)
-            )
+        # The I/O manager's final stage, then the done callbacks.  The body runs inside the try
+        # rather than as a call of its own: one frame per request fewer (issue 11).
+        try:
+            # Off the handle's list and the requester's list first, whatever the checks below find.
+            file_object = irp.file_object
+            if file_object is not None:
+                file_object.requests.pop(irp, None)
+            # release_from_task and nt_error written out: a frame each per request (issue 11).
+            owner = irp.owner
+            if isinstance(owner, TaskIo):
+                owner._release(irp)
+            status = irp.status
+            if self.status_returned == STATUS_PENDING and not irp.pending_returned:
+                check_returned_status(irp, self.status_returned, irp._stack[irp.stack_count - 1].device)
+            output = self._output
+            count = irp.information
+            error = (status & 0xFFFF_FFFF) >> 30 == 3
+            if output is not None and count > len(output) and not error:
+                # Verifier 0x312 for every transfer type: with direct and neither I/O the driver
+                # wrote into the requester's buffer itself, and still may not claim more than it holds.
+                raise BugCheck(
+                    BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                    f"information {count} is larger than the requester's output buffer ({len(output)} bytes)",
+                    parameters=(VerifierCode.INFORMATION_TOO_LARGE, irp, count, len(output)),
+                    irp=irp,
+                )
+            # The flag tests only where there is a system buffer: IntFlag's ``&`` is a Python-level call.
+            if irp.system_buffer is not None:
+                if (
+                    output is not None
+                    and irp.flags & IrpFlags.INPUT_OPERATION
+                    and status != STATUS_VERIFY_REQUIRED
+                    and not error
+                ):
+                    output[:count] = irp.system_buffer[:count]
+                if irp.flags & IrpFlags.DEALLOCATE_BUFFER:
+                    irp.system_buffer = None
+            if not error or irp.pending_returned:
+                # Built as Irp builds its IoStatus: no NamedTuple __new__ frame, and no enum call for
+                # a status that is an NtStatus already (issue 11).
+                self.io_status_block = _new_tuple(
+                    IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information)
+                )
+        except BaseException as raised:
+            # The request is done all the same: its callbacks run, and see the final stage's
+            # error in result() (the completion walk stores it again as it re-raises it).
+            if irp._final_error is None:
+                irp._final_error = raised
+            if self._callbacks is not None:
+                self._run_callbacks()
+            raise
+        if self._callbacks is not None:
+            self._run_callbacks()
 
     def result(self) -> T:
         """The result of a completed request.
@@ -142,6 +243,46 @@ class Overlapped(Generic[T]):
     def __repr__(self) -> str:
         returned = self.status_returned.name if self.status_returned is not None else "not yet returned"
         return f"<Overlapped {self.irp!r} returned {returned}>"
+
+
+class _UnraisableReport:
+    """What :func:`sys.unraisablehook` is given for a done callback that raised.
+
+    The attributes of ``sys.UnraisableHookArgs``, whose type the standard library does not expose
+    for building one: hooks written in Python (pytest's, a test's) read these attributes.
+    """
+
+    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
+
+    def __init__(self, error: BaseException, err_msg: str, culprit: object) -> None:
+        self.exc_type = type(error)
+        self.exc_value: BaseException | None = error
+        self.exc_traceback = error.__traceback__
+        self.err_msg: str | None = err_msg
+        self.object = culprit
+
+
+def _report_callback_error(request: Overlapped[Any], callback: object, error: Exception) -> None:
+    """Report *error*, raised by *callback* of *request*, the way an exception nobody can catch is."""
+    try:
+        where = f"{_describe(request.irp)} {request!r}"
+    except Exception:
+        where = f"<Overlapped at {id(request):#x}>"
+    report = _UnraisableReport(error, f"Exception ignored in a done callback of {where}", callback)
+    hook = sys.unraisablehook
+    if hook is not sys.__unraisablehook__:
+        try:
+            hook(report)
+            return
+        except Exception:
+            pass  # as CPython does for a hook that fails: the default report instead
+    # The default hook accepts only its own argument type: write what it would.
+    try:
+        culprit = repr(callback)
+    except Exception:
+        culprit = f"<object repr() failed at {id(callback):#x}>"
+    print(f"{report.err_msg}: {culprit}", file=sys.stderr)
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
 
 
 def _describe(irp: Irp) -> str:
