@@ -58,9 +58,11 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-__all__ = ["AsyncioVirtualClock", "VirtualTimeEventLoop", "asyncio_sleeper", "running_virtual_loop"]
+__all__ = ["AsyncioVirtualClock", "VirtualTimeEventLoop", "asyncio_sleeper", "running_loop", "running_virtual_loop"]
 
 _get_running_loop = asyncio._get_running_loop
+#: The running asyncio loop, or ``None`` (a C call: cheap enough to ask on every sleep).
+running_loop = _get_running_loop
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _CancelledError = asyncio.CancelledError
@@ -219,6 +221,9 @@ class _TimerHandle(asyncio.TimerHandle):
         self._scheduled = True
 
 
+_new_parked = _ParkedTask.__new__
+
+
 def _threads_in_flight(loop: VirtualTimeEventLoop) -> bool:
     """Whether a worker thread may still hand a result back to *loop*.
 
@@ -333,7 +338,12 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         ``math.inf`` parks it until it is cancelled (and counts as no timer for deadlock
         detection).
         """
-        parked = _ParkedTask(self)
+        # Made without an __init__ frame: the task sets _asyncio_future_blocking (in __await__) and
+        # the callback (add_done_callback) before anything reads them.
+        parked = _new_parked(_ParkedTask)
+        parked._home = self
+        parked._phase = _WAITING
+        parked._callback = None
         _heappush(self._timers, (self.virtual_clock._time + seconds, next(self._timer_order), parked))
         return parked
 
@@ -565,14 +575,6 @@ def running_virtual_loop() -> VirtualTimeEventLoop | None:
 
 
 def asyncio_sleeper(seconds: float) -> Any:
-    """What :func:`airp.delay` awaits on asyncio, or ``None`` when no asyncio loop runs here.
-
-    On a :class:`VirtualTimeEventLoop`: the task parked in the loop's heap.  On another asyncio
-    loop: ``asyncio.sleep(seconds)`` (``anyio.sleep`` is the same call on asyncio).
-    """
-    loop = _get_running_loop()
-    if loop is None:
-        return None
-    if loop.__class__ is VirtualTimeEventLoop:
-        return loop.park(seconds)
+    """What :func:`airp.delay` awaits on an asyncio loop that is not a :class:`VirtualTimeEventLoop`:
+    ``asyncio.sleep(seconds)`` (``anyio.sleep`` is the same call on asyncio)."""
     return asyncio.sleep(seconds)

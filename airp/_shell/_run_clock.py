@@ -12,7 +12,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._asyncio_clock import AsyncioVirtualClock, asyncio_sleeper, running_virtual_loop
+from ._asyncio_clock import (
+    AsyncioVirtualClock,
+    VirtualTimeEventLoop,
+    asyncio_sleeper,
+    running_loop,
+    running_virtual_loop,
+)
 from ._trio_clock import TrioVirtualClock, running_trio_clock, trio_delay, trio_wakeable_delay
 from ._virtual_time import DeadlockReporter, DeadlockReporters, check_seconds
 
@@ -51,9 +57,11 @@ async def delay(seconds: float) -> None:
     """
     if seconds.__class__ is not float or not seconds >= 0.0:
         seconds = check_seconds(seconds, "delay")
-    sleeper = asyncio_sleeper(seconds)
-    if sleeper is not None:
-        await sleeper
+    loop = running_loop()
+    if loop.__class__ is VirtualTimeEventLoop:
+        await loop.park(seconds)
+    elif loop is not None:
+        await asyncio_sleeper(seconds)
     else:
         await trio_delay(seconds)
 

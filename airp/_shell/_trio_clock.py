@@ -75,6 +75,8 @@ class _TrioJumpClock:
         self.time = 0.0
         self.sleepers: list[tuple[float, int, _Sleeper]] = []
         self.order = itertools.count()
+        self.limiter: Any = None
+        self.reschedule: Any = None
 
     def start_clock(self) -> None:
         pass
@@ -97,7 +99,7 @@ class _TrioJumpClock:
         owner = self.owner
         if owner._quiet:
             return _LONG_SLEEP  # wait_all_tasks_blocked's zero cushion wins: the waiters wake first
-        if _trio_threads_in_flight():
+        if _trio_threads_in_flight(self):
             return THREAD_POLL_SECONDS  # real seconds: the thread's result wakes the run sooner
         target = head if head < deadline else deadline
         if target == math.inf:
@@ -120,9 +122,11 @@ class _TrioJumpClock:
 
     def wake_due(self) -> None:
         """Reschedule every parked task whose time has come, in the order they were parked."""
-        import trio
+        reschedule = self.reschedule
+        if reschedule is None:
+            import trio
 
-        reschedule = trio.lowlevel.reschedule
+            reschedule = self.reschedule = trio.lowlevel.reschedule
         sleepers = self.sleepers
         now = self.time
         while sleepers and sleepers[0][0] <= now:
@@ -171,12 +175,15 @@ def _trio_runner() -> Any:
     return getattr(GLOBAL_RUN_CONTEXT, "runner", None)
 
 
-def _trio_threads_in_flight() -> bool:
-    import trio
-
+def _trio_threads_in_flight(clock: _TrioJumpClock) -> bool:
     # trio.to_thread.run_sync (anyio's to_thread on trio too) holds a token of the limiter from the
-    # call until its result is back in the run.
-    return bool(trio.to_thread.current_default_thread_limiter().borrowed_tokens > 0)
+    # call until its result is back in the run.  The limiter lives as long as the run, as the clock.
+    limiter = clock.limiter
+    if limiter is None:
+        import trio
+
+        limiter = clock.limiter = trio.to_thread.current_default_thread_limiter()
+    return bool(limiter.borrowed_tokens > 0)
 
 
 class TrioVirtualClock:
@@ -277,21 +284,42 @@ def running_trio_clock() -> TrioVirtualClock | None:
     return clock.owner if isinstance(clock, _TrioJumpClock) else None
 
 
+class _TrioCalls:
+    """trio's low-level calls, looked up once (importing airp must not import trio)."""
+
+    current_clock: Any = None
+    current_task: Any = None
+    wait_task_rescheduled: Any = None
+    checkpoint: Any = None
+    sleep: Any = None
+
+    @classmethod
+    def load(cls) -> None:
+        import trio
+
+        cls.current_clock = trio.lowlevel.current_clock
+        cls.current_task = trio.lowlevel.current_task
+        cls.wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+        cls.checkpoint = trio.lowlevel.checkpoint
+        cls.sleep = trio.sleep
+
+
 async def trio_delay(seconds: float) -> None:
     """:func:`airp.delay` on trio: parked in the clock's heap on a virtual clock, else ``trio.sleep``."""
-    import trio
-
-    clock = trio.lowlevel.current_clock()
-    if not isinstance(clock, _TrioJumpClock):
-        await trio.sleep(seconds)
+    calls = _TrioCalls
+    if calls.current_clock is None:
+        calls.load()
+    clock = calls.current_clock()
+    if clock.__class__ is not _TrioJumpClock:
+        await calls.sleep(seconds)
         return
     when = clock.time + seconds
     if when <= clock.time:
-        await trio.lowlevel.checkpoint()
+        await calls.checkpoint()
         return
-    sleeper = _Sleeper(trio.lowlevel.current_task())
+    sleeper = _Sleeper(calls.current_task())
     _heappush(clock.sleepers, (when, next(clock.order), sleeper))
-    await trio.lowlevel.wait_task_rescheduled(sleeper.abort)
+    await calls.wait_task_rescheduled(sleeper.abort)
 
 
 async def trio_wakeable_delay(seconds: float, on_park: Callable[[Callable[[], None]], None]) -> bool:
