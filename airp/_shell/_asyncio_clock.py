@@ -35,6 +35,7 @@ import itertools
 import logging
 import math
 import threading
+from _thread import _count as _thread_count
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,6 +74,10 @@ _WAITING, _DUE, _CANCELLED, _WOKEN = 0, 1, 2, 3
 
 #: Rebuild the heap once this many of its timers are cancelled and they are half of it.
 _PURGE_AT = 64
+
+_INF = math.inf
+
+_SET_RESULT_UNLESS_CANCELLED = asyncio.futures._set_result_unless_cancelled  # type: ignore[attr-defined]
 
 
 class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
@@ -203,9 +208,29 @@ class _Handle(asyncio.Handle):
 
 
 class _TimerHandle(asyncio.TimerHandle):
-    """A TimerHandle made without the per-call debug look-ups, as :class:`_Handle`."""
+    """A TimerHandle made and cancelled without the per-call debug look-ups, as :class:`_Handle`.
+
+    ``asyncio.sleep`` (so ``anyio.sleep``) cancels its timer on the way out, fired or not: that
+    cancel is on every sleep's path.
+    """
 
     __slots__ = ()
+
+    if TYPE_CHECKING:
+        # asyncio's own slots, which the stubs leave out.
+        _callback: Any
+        _args: Any
+        _cancelled: bool
+        _loop: Any
+        _scheduled: bool
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            if self._scheduled:
+                self._loop._timer_cancelled_count += 1
+            self._cancelled = True
+            self._callback = None
+            self._args = None
 
     def __init__(
         self, when: float, callback: Callable[..., object], args: tuple[Any, ...], loop: Any, context: Context
@@ -309,6 +334,13 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         self._ready.append(handle)
         return handle
 
+    def call_later(
+        self, delay: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Context | None = None
+    ) -> asyncio.TimerHandle:
+        if self._debug or delay is None:
+            return super().call_later(delay, callback, *args, context=context)
+        return self.call_at(self.virtual_clock._time + delay, callback, *args, context=context)
+
     def call_at(
         self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Context | None = None
     ) -> asyncio.TimerHandle:
@@ -352,11 +384,25 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     def _run_once(self) -> None:
         ready = self._ready
         timers = self._timers
-        self._drop_cancelled_timers(timers)
+        if self._timer_cancelled_count:
+            self._drop_cancelled_timers(timers)
         clock = self.virtual_clock
-        if ready or self._stopping or (timers and timers[0][0] <= clock._time):
-            if len(self._watched) > 1 or self._signal_handlers:
+        watched = len(self._watched) > 1 or self._signal_handlers
+        if ready or self._stopping:
+            if watched:
                 self._poll(0)
+        elif timers and timers[0][0] <= clock._time:
+            pass  # a timer is due (time was moved by hand): not idle
+        elif (
+            timers
+            and not watched
+            and not _thread_count()
+            and not clock._idle_waiters
+            and clock.autojump
+            and timers[0][0] != _INF
+        ):
+            # Idle, with nothing outside that could come first: straight to the next timer.
+            clock._time = timers[0][0]
         else:
             self._idle(timers)
         now = clock._time
@@ -370,6 +416,13 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
                     self._timer_cancelled_count -= 1
             elif timer._cancelled:
                 self._timer_cancelled_count -= 1
+            elif timer._callback is _SET_RESULT_UNLESS_CANCELLED:
+                # asyncio.sleep's timer (so anyio.sleep's): wake the sleeper now, as the callback
+                # would one step later, so that it runs in this pass.
+                timer._scheduled = False
+                future, result = timer._args
+                if not future.done():
+                    future.set_result(result)
             else:
                 timer._scheduled = False
                 ready.append(timer)
@@ -385,8 +438,6 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def _drop_cancelled_timers(self, timers: list[tuple[float, int, Any]]) -> None:
         cancelled = self._timer_cancelled_count
-        if not cancelled:
-            return
         if cancelled > _PURGE_AT and cancelled * 2 > len(timers):
             kept = []
             for entry in timers:
@@ -416,7 +467,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             # before MockClock's autojump): wake them without moving time.
             clock._wake_idle_waiters()
             return
-        if _threads_in_flight(self):
+        if _thread_count() and _threads_in_flight(self):
             # A jump now could fire a timer before the thread's result arrives: wait for it.  Its
             # call_soon_threadsafe writes to the wake-up pipe, which ends the wait at once.
             self._poll(THREAD_POLL_SECONDS)
