@@ -11,7 +11,6 @@ from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
-from anyio import current_effective_deadline
 
 from .._machine._cancel import cancel_irp
 from .._machine._codes import DeviceFlags, IrpMajor
@@ -52,6 +51,7 @@ from ._requests import (
     build_read_write_request,
     check_returned_status,
     count_result,
+    current_effective_deadline,
 )
 
 __all__ = ["FileHandle", "IoManager"]
@@ -511,6 +511,7 @@ class IoManager:
     async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
         # The requester's boundary: below it, the requester's deadline turns into cancel_irp in
         # airp's waits instead of aborting dispatch routines (airp._shell._requester_cancel).
+        # current_effective_deadline is anyio's, with the backend found once (_requests).
         if deadline is None:
             deadline = current_effective_deadline()
             if deadline == -math.inf:
