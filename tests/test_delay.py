@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 import airp
@@ -312,3 +313,54 @@ async def test_wait_or_cancelled_on_a_lane_runs_out_its_time(virtual_clock: Virt
     ]
     assert first.irp.status == STATUS_SUCCESS
     assert second.irp.status == STATUS_CANCELLED
+
+
+async def test_delay_zero_in_a_cancelled_scope_is_a_cancellation_point(virtual_clock: VirtualClock) -> None:
+    reached = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await airp.delay(0)
+        reached.append("past delay(0)")
+    assert reached == []
+    assert scope.cancelled_caught
+
+
+async def test_a_task_looping_on_delay_zero_is_cancelled_by_its_task_group(virtual_clock: VirtualClock) -> None:
+    turns = 0
+    outcome: list[str] = []
+
+    async def spinner() -> None:
+        nonlocal turns
+        try:
+            while turns < 10_000:
+                await airp.delay(0)
+                turns += 1
+        except anyio.get_cancelled_exc_class():
+            outcome.append("cancelled")
+            raise
+        outcome.append("never cancelled")
+
+    async def canceller(tg: anyio.abc.TaskGroup) -> None:
+        await airp.delay(0)
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(canceller, tg)
+        tg.start_soon(spinner)
+    assert outcome == ["cancelled"]
+    assert turns <= 2
+    assert virtual_clock.now() == 0.0
+
+
+@pytest.mark.parametrize("sleep", [anyio.sleep, airp.delay], ids=["anyio.sleep", "airp.delay"])
+async def test_a_deadline_and_a_sleep_due_at_the_same_instant_cancel_the_sleep(
+    virtual_clock: VirtualClock, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    # The scope's deadline was set first, so it fires first: the sleeper is cancelled, not woken.
+    after: list[float] = []
+    with anyio.move_on_after(5) as scope:
+        await sleep(5)
+        after.append(virtual_clock.now())
+    assert scope.cancelled_caught
+    assert after == []
+    assert virtual_clock.now() == 5.0

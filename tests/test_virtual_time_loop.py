@@ -455,9 +455,14 @@ def test_asyncio_sleepers_of_one_kind_wake_in_the_order_they_slept(sleep: Callab
         assert run_guarded("asyncio", main) == list(range(20))
 
 
-def test_asyncio_timer_callbacks_and_delay_sleepers_fire_in_the_order_they_were_set() -> None:
+@pytest.mark.parametrize("sleep", [asyncio.sleep, airp.delay], ids=["asyncio.sleep", "airp.delay"])
+def test_asyncio_same_instant_order_of_callbacks_and_sleepers_is_asyncio_sleeps(
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
     """``loop.call_later`` handles and tasks parked by ``airp.delay`` share one heap ordered by
-    (time, order of scheduling): at the same instant they fire in the order they were set."""
+    (time, order of scheduling).  A parked task wakes as a task in ``asyncio.sleep`` does: its
+    timer fires in its turn, and the task runs in the next pass, after the callbacks of the same
+    instant.  Both kinds of sleeper give the same order."""
 
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()
@@ -465,7 +470,7 @@ def test_asyncio_timer_callbacks_and_delay_sleepers_fire_in_the_order_they_were_
 
         async def setter(n: int) -> None:
             if n % 2:
-                await airp.delay(5)
+                await sleep(5)
                 fired.append(n)
             else:
                 loop.call_later(5, fired.append, n)
@@ -476,7 +481,7 @@ def test_asyncio_timer_callbacks_and_delay_sleepers_fire_in_the_order_they_were_
         await anyio.sleep(1)  # past the instant: every callback has run
         return fired
 
-    assert run_guarded("asyncio", main) == list(range(12))
+    assert run_guarded("asyncio", main) == [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]
 
 
 # -- 7. wait_until_quiet with parked delay sleepers --------------------------------------------------
@@ -513,3 +518,23 @@ def test_wait_until_quiet_does_not_move_time_with_delay_sleepers_parked(backend:
         ("after 15", 15.0, [(10, 10.0)]),
         ("end", 15.0, [(10, 10.0)]),
     ]
+
+
+def test_asyncio_mixed_sleepers_wake_in_the_order_they_slept() -> None:
+    async def main() -> list[tuple[int, str]]:
+        woke: list[tuple[int, str]] = []
+
+        async def sleeper(n: int) -> None:
+            if n % 2:
+                await airp.delay(5)
+                woke.append((n, "delay"))
+            else:
+                await anyio.sleep(5)
+                woke.append((n, "anyio.sleep"))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(sleeper, n)
+        return woke
+
+    assert run_guarded("asyncio", main) == [(n, "delay" if n % 2 else "anyio.sleep") for n in range(8)]

@@ -69,8 +69,11 @@ _heappop = heapq.heappop
 _CancelledError = asyncio.CancelledError
 _copy_context = contextvars.copy_context
 
-# The states of a parked task: asleep, woken by its time, by a cancel, or early by wake().
-_WAITING, _DUE, _CANCELLED, _WOKEN = 0, 1, 2, 3
+# The states of a parked task, as the states of asyncio.sleep's timer and future: asleep in the
+# heap; due (in the ready queue in its turn among the pass's timers, still cancellable, as a timer
+# whose callback has not run); cancelled; woken early by wake(); fired (its time has come and the
+# wake-up is queued, as a future whose result is set).  A future is "done" from the third on.
+_WAITING, _DUE, _CANCELLED, _WOKEN, _FIRED = 0, 1, 2, 3, 4
 
 #: Rebuild the heap once this many of its timers are cancelled and they are half of it.
 _PURGE_AT = 64
@@ -134,7 +137,7 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
         return 0
 
     def done(self) -> bool:
-        return self._phase != _WAITING
+        return self._phase >= _CANCELLED
 
     def cancelled(self) -> bool:
         return self._phase == _CANCELLED
@@ -143,7 +146,7 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
         if self._phase == _CANCELLED:
             message = self._cancel_msg
             raise _CancelledError() if message is None else _CancelledError(message)
-        if self._phase == _WAITING:
+        if self._phase < _CANCELLED:
             raise asyncio.InvalidStateError("the parked task's time has not come yet")
 
     def exception(self) -> BaseException | None:
@@ -151,13 +154,17 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
         return None
 
     def cancel(self, msg: object = None) -> bool:
-        if self._phase != _WAITING:
+        phase = self._phase
+        if phase >= _CANCELLED:
             return False
         self._phase = _CANCELLED
         self._cancel_msg = msg
-        loop = self._home
-        loop._timer_cancelled_count += 1  # still in the heap: purged when it reaches the top
-        loop._ready.append(self)
+        if phase == _WAITING:
+            loop = self._home
+            loop._timer_cancelled_count += 1  # still in the heap: purged when it reaches the top
+            loop._ready.append(self)
+        # A due task is in the ready queue already: it wakes with CancelledError when it runs, as a
+        # task whose sleep timer had not yet run its callback would.
         return True
 
     def wake(self) -> None:
@@ -172,6 +179,12 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
     # -- what the loop asks of a handle ------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._phase == _DUE:
+            # Its turn among the pass's timers: fire, and wake the task in the next pass, after
+            # what the timers before it scheduled (as asyncio.sleep's future wakes its task).
+            self._phase = _FIRED
+            self._home._ready.append(self)
+            return
         callback = self._callback
         if callback is None:
             return  # nobody awaited it (the coroutine was dropped)
@@ -188,7 +201,7 @@ class _ParkedTask(asyncio.Future):  # type: ignore[type-arg]
             )
 
     def __repr__(self) -> str:
-        state = ("waiting", "due", "cancelled", "woken")[self._phase]
+        state = ("waiting", "due", "cancelled", "woken", "fired")[self._phase]
         return f"<airp parked task {state}>"
 
 
@@ -410,15 +423,18 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             timer = _heappop(timers)[2]
             if timer.__class__ is _ParkedTask:
                 if timer._phase == _WAITING:
-                    timer._phase = _DUE
+                    # Due alone with nothing else ready, nothing could come between its firing and
+                    # its wake-up: it wakes in this pass.  Otherwise it takes its turn.
+                    timer._phase = _FIRED if not ready and not (timers and timers[0][0] <= now) else _DUE
                     ready.append(timer)
                 else:
                     self._timer_cancelled_count -= 1
             elif timer._cancelled:
                 self._timer_cancelled_count -= 1
-            elif timer._callback is _SET_RESULT_UNLESS_CANCELLED:
-                # asyncio.sleep's timer (so anyio.sleep's): wake the sleeper now, as the callback
-                # would one step later, so that it runs in this pass.
+            elif timer._callback is _SET_RESULT_UNLESS_CANCELLED and not ready and not (timers and timers[0][0] <= now):
+                # asyncio.sleep's timer (so anyio.sleep's), due alone in a pass with nothing else
+                # ready: nothing could run between its callback and the wake-up it schedules, so
+                # wake the sleeper now, in this pass, as the callback would in the next.
                 timer._scheduled = False
                 future, result = timer._args
                 if not future.done():

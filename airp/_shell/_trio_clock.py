@@ -91,10 +91,13 @@ class _TrioJumpClock:
             _heappop(sleepers)
         head = sleepers[0][0] if sleepers else math.inf
         now = self.time
+        if deadline <= now:
+            # trio expires its own deadlines in this pass; sleepers due at the same instant wake in
+            # a later one, so that a cancel scope whose deadline ties with a sleep cancels it (as
+            # it does a trio.sleep), whichever was set first.
+            return 0.0
         if head <= now:
             self.wake_due()
-            return 0.0
-        if deadline <= now:
             return 0.0
         owner = self.owner
         if owner._quiet:
@@ -116,7 +119,7 @@ class _TrioJumpClock:
         if not owner.autojump:
             return _LONG_SLEEP  # time moves only through jump(); I/O still wakes the run
         self.time = target
-        if head == target:
+        if head < deadline:
             self.wake_due()
         return 0.0
 
