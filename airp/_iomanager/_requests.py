@@ -142,7 +142,12 @@ class Overlapped(Generic[T]):
         assert callbacks is not None
         try:
             while callbacks:
-                self._call_back(callbacks.pop(0))
+                callback = callbacks.pop(0)
+                # _call_back written out: a frame fewer per callback.
+                try:
+                    callback(self)
+                except Exception as error:
+                    _report_callback_error(self, callback, error)
         finally:
             self._callbacks = None
 
