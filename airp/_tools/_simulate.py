@@ -7,13 +7,17 @@ hooks, times every request from the moment it is sent to the moment its completi
 top, every layer from its dispatch to the moment the completion walk passes back up through it,
 and every wait in a queue.  The run is on airp's virtual clock unless ``real_time`` is asked for.
 
-The virtual clocks are the async shell's (:mod:`airp._shell._run_clock`).
+The virtual clocks are the async shell's (:mod:`airp._shell._run_clock`); arrivals and samples
+wait with its :func:`~airp.delay`, and each timed request is accounted for by a done callback
+(:meth:`~airp.Overlapped.add_done_callback`) when its completion reaches the top: no task per
+request, in either workload.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import contextvars
 import json
 import math
@@ -22,7 +26,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -30,10 +34,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from .._iomanager._manager import FileHandle, IoManager
+from .._iomanager._requests import Overlapped
 from .._machine._errors import NtStatusError
 from .._machine._monitor import MonitorHooks, combine_hooks
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, NtStatus
-from .._shell._run_clock import virtual_anyio_backend
+from .._shell._run_clock import delay, virtual_anyio_backend
 from .._shell._virtual_time import VirtualTimeDeadlock
 from ._simulate_description import SimulationDescription, SimulationDescriptionError, build_drivers, load_simulation
 
@@ -80,6 +85,8 @@ class _Request:
     # [device, dispatched at, passed back up at or None], top first.
     layers: list[list[Any]] = field(default_factory=list)
     queued: dict[tuple[DeviceObject, str | None], float] = field(default_factory=dict)
+    # The IRP the request was built as, once the I/O manager has had it watched.
+    irp: Irp | None = None
 
 
 #: The request a requester task is about to send: the recorder takes it when the IRP is built.
@@ -90,7 +97,11 @@ class SimulationRecorder:
     """Monitor hooks that time requests, layers and queues (``IoManager(monitor=...)``).
 
     Only requests sent through :meth:`send` are timed; other IRPs (creates, closes, PnP) pass
-    through at the cost of one dictionary look-up per hook.
+    through at the cost of one dictionary look-up per hook.  A timed request is accounted for
+    (counted, its latency and layer times kept, *on_done* called) by a done callback on its
+    :class:`~airp.Overlapped`, in the completion walk that reaches the top, as the ``completed``
+    hook would be; unlike that hook, the callback also runs when the request's final stage raises
+    a bug check, so such a request is counted as completed, not lost.
 
     :param labels: a name for each device (``"1 sim-disk"``), for the report.
     :param on_done: called with each timed request's final status when its completion reaches the top.
@@ -116,13 +127,18 @@ class SimulationRecorder:
         """The report's name for *queue* of *device*."""
         return f"{self.labels.get(device, repr(device))} / {queue or 'StartIo'}"
 
-    async def send(self, call: Callable[[], Any], major: str, measured: bool) -> None:
+    async def send(self, call: Callable[[], Awaitable[Overlapped[Any]]], major: str, measured: bool) -> Overlapped[Any] | None:
         """Send one request: *call* is the handle's ``*_overlapped`` call.
 
-        An error the dispatch routine returned synchronously is counted like any other status
-        (the completion has reached the recorder already), not raised.
+        Returns once the dispatch routine has returned; the request is accounted for when it
+        completes, by a done callback (at once if it already has).  An error status is counted
+        like any other, not raised.
 
         On cancellation: as the handle's call (the request is cancelled and waited for).
+
+        :returns: the request, to await if the caller wants to; ``None`` if the handle refused to
+            send it (an :class:`~airp.NtStatusError` before any IRP was built: closed handle,
+            deleted device).
         """
         now = anyio.current_time()
         request = _Request(now, major, measured)
@@ -131,11 +147,21 @@ class SimulationRecorder:
         self.sent += 1
         token = _sending.set(request)
         try:
-            await call()
-        except NtStatusError:
-            pass
+            sent = await call()
+        except BaseException as error:
+            # Sent, and then something raised (a bug check on what the dispatch routine
+            # returned): no callback was added, so a request that has completed is accounted
+            # for here; one still held stays outstanding (lost).
+            irp = request.irp
+            if irp is not None and irp.completed and irp in self.requests:
+                self._account(irp)
+            if isinstance(error, NtStatusError):
+                return None
+            raise
         finally:
             _sending.reset(token)
+        sent.add_done_callback(self._request_done)
+        return sent
 
     @property
     def outstanding(self) -> int:
@@ -149,6 +175,7 @@ class SimulationRecorder:
         request = _sending.get()
         if request is not None:
             _sending.set(None)
+            request.irp = irp
             self.requests[irp] = request
         return irp
 
@@ -204,6 +231,15 @@ class SimulationRecorder:
                 return
 
     def completed(self, irp: Irp) -> None:
+        # Timed requests are accounted for by their done callback (_request_done), which runs
+        # in the same walk just before this hook, and also after a final-stage bug check.
+        pass
+
+    def _request_done(self, request: Overlapped[Any]) -> None:
+        # The done callback of every timed request.
+        self._account(request.irp)
+
+    def _account(self, irp: Irp) -> None:
         request = self.requests.pop(irp, None)
         if request is None:
             return
@@ -488,7 +524,7 @@ async def _drive(handle: FileHandle, state: _RunState, recorder: SimulationRecor
 
     recorder.on_done = on_done
 
-    def next_request() -> tuple[Callable[[], Any], str]:
+    def next_request() -> tuple[Callable[[], Awaitable[Overlapped[Any]]], str]:
         major = majors[bisect.bisect_right(cumulative, rng.random() * weights_total)] if len(majors) > 1 else majors[0]
         size = workload.sizes[0] if len(workload.sizes) == 1 else rng.choice(workload.sizes)
         offset = (rng.randrange(workload.blocks) if workload.blocks > 1 else 0) * workload.block_size
@@ -512,7 +548,7 @@ async def _drive(handle: FileHandle, state: _RunState, recorder: SimulationRecor
         assert workload.duration is not None
         interval = workload.duration / description.report.samples
         while True:
-            await anyio.sleep(interval)
+            await delay(interval)
             sample()
             progress.update(anyio.current_time() - start)
 
@@ -524,12 +560,17 @@ async def _drive(handle: FileHandle, state: _RunState, recorder: SimulationRecor
             if workload.arrival == "closed":
 
                 async def requester() -> None:
+                    # One task per slot, each with one request in flight: it waits for its
+                    # request before sending the next (the accounting is the request's callback).
                     nonlocal sent
                     while more(sent):
                         index = sent
                         sent += 1
                         call, major = next_request()
-                        await recorder.send(_then_wait(call), major, index >= workload.warmup)
+                        request = await recorder.send(call, major, index >= workload.warmup)
+                        if request is not None:
+                            with contextlib.suppress(NtStatusError):  # counted with its status
+                                await request
 
                 assert workload.concurrency is not None
                 async with anyio.create_task_group() as requesters:
@@ -540,7 +581,7 @@ async def _drive(handle: FileHandle, state: _RunState, recorder: SimulationRecor
                 mean_gap = 1.0 / workload.rate
                 poisson = workload.arrival == "poisson"
                 while True:
-                    await anyio.sleep(rng.expovariate(workload.rate) if poisson else mean_gap)
+                    await delay(rng.expovariate(workload.rate) if poisson else mean_gap)
                     if not more(sent):
                         break
                     if slots is not None:
@@ -556,14 +597,6 @@ async def _drive(handle: FileHandle, state: _RunState, recorder: SimulationRecor
         tg.cancel_scope.cancel()
     if not by_time:
         sample()
-
-
-def _then_wait(call: Callable[[], Any]) -> Callable[[], Any]:
-    async def send_and_wait() -> None:
-        request = await call()
-        await request
-
-    return send_and_wait
 
 
 def _report(state: _RunState, backend: str, real_time: bool, ended: str, wall: float) -> SimulationReport:
