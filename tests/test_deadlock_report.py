@@ -240,6 +240,68 @@ def test_a_startio_lane_lists_the_irp_in_its_routine_and_the_one_queued(backend:
     assert "no request is outstanding" not in message
 
 
+class HangingFunction(Function):
+    """The PnP function driver of ``_pnp_drivers``, except that its StartIo routine holds its remove
+    lock for the IRP and then waits for an Event nobody sets."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(log, "hanging")
+        self.in_routine: list[Irp] = []
+
+    async def start_io(self, device: DeviceObject[Any], irp: Irp) -> None:
+        assert device.extension.lock.acquire(("start_io", irp)) == STATUS_SUCCESS
+        self.in_routine.append(irp)
+        await anyio.Event().wait()
+
+
+@BACKENDS
+@IGNORE_DISOWNED
+def test_a_lane_holding_a_write_while_remove_waits(backend: str) -> None:
+    """A device removal waits for the StartIo routine that holds a WRITE (and the remove lock for
+    it): the report names the WRITE in the lane's routine and the removal waiting for it."""
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        log = Log()
+        async with airp.IoManager() as io:
+            function = HangingFunction(log)
+            node = await io.add_device("test", name="\\Device\\Hanging", function=function)
+            await io.start_device(node)
+            [device] = [d for d in node.devices if d.driver is function]
+            seen.update(lock=device.extension.lock, lane=device.extension.lane, function=function, device=repr(device))
+            top = node.top
+            for _ in range(2):
+                irp = Irp(top.stack_size)
+                location = irp.next_stack_location
+                location.major = IrpMajor.WRITE
+                location.parameters = airp.ReadWriteParameters(4, 0)
+                assert await airp.call_driver(top, irp) == STATUS_PENDING
+                seen.setdefault("writes", []).append(irp)
+            await anyio.sleep(1)
+            await io.remove_device(node)
+
+    with pytest.raises(VirtualTimeDeadlock) as caught:
+        run_guarded(backend, main)
+    error = caught.value
+    first, second = seen["writes"]
+    lock, lane, device_repr = seen["lock"], seen["lane"], seen["device"]
+    assert seen["function"].in_routine == [first]
+    assert error.now == 1.0
+    # The removal stops the stack's queues before REMOVE goes down: the write still queued was
+    # completed, and the removal waits for the routine that holds the other (which completes in the
+    # teardown after the error).
+    assert second.completed
+    assert [(irp, text.split(", ")[-1]) for irp, text in error.queued] == [(first, "in its StartIo routine")]
+    assert error.queued[0][1].startswith(repr(lane))
+    assert error.waits == [f"the removal of {device_repr} waits for its queues' routines to end: 1 IRP(s) listed above"]
+    assert error.remove_locks == []  # REMOVE_DEVICE was not sent yet: its release_and_wait is not waiting
+    assert not lock.removed
+    message = str(error)
+    assert "in its StartIo routine" in message
+    assert "waits for its queues' routines to end" in message
+    assert "no request is outstanding" not in message
+
+
 # -- 3. a KMDF queue with a request presented and one waiting ---------------------------------------
 
 

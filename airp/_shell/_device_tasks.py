@@ -292,8 +292,11 @@ class DeviceTasks:
 
     def _report_deadlock(self, findings: DeadlockFindings) -> None:
         # Asked by the run's virtual clock when the run deadlocks: what waits in the queues.
-        for queue in self._queues:
-            findings.queued.extend(queue._stuck())
+        stuck = [entry for queue in self._queues for entry in queue._stuck()]
+        findings.queued.extend(stuck)
+        if self._state is DeviceState.REMOVING:
+            held = f": {len(stuck)} IRP(s) listed above" if stuck else ""
+            findings.waits.append(f"the removal of {self.device!r} waits for its queues' routines to end{held}")
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

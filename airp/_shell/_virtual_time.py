@@ -74,17 +74,20 @@ class DeadlockFindings:
         presented to a queue's handler and not finished, with a description of the queue.
     :ivar remove_locks: ``(lock, holder_tags)`` pairs: remove locks whose ``release_and_wait`` is
         waiting, with the tags of the acquisitions it waits for.
+    :ivar waits: other waits that explain the deadlock, one sentence each (a device's removal
+        waiting for its queues' routines to end).
     """
 
-    __slots__ = ("outstanding", "queued", "remove_locks")
+    __slots__ = ("outstanding", "queued", "remove_locks", "waits")
 
     def __init__(self) -> None:
         self.outstanding: list[tuple[Any, Any]] = []
         self.queued: list[tuple[Any, str]] = []
         self.remove_locks: list[tuple[Any, tuple[object, ...]]] = []
+        self.waits: list[str] = []
 
     def __bool__(self) -> bool:
-        return bool(self.outstanding or self.queued or self.remove_locks)
+        return bool(self.outstanding or self.queued or self.remove_locks or self.waits)
 
 
 class DeadlockReporter(Protocol):
@@ -111,6 +114,7 @@ class VirtualTimeDeadlock(RuntimeError):  # noqa: N818 (the name the documentati
         ``None`` for an IRP back with its creator.
     :ivar queued: ``(irp, where)`` pairs for IRPs waiting in device queues.
     :ivar remove_locks: ``(lock, holder_tags)`` pairs for remove locks being waited on.
+    :ivar waits: other waits, one sentence each (a device removal waiting for its routines).
     """
 
     def __init__(self, now: float, findings: DeadlockFindings | list[tuple[Any, Any]] | None = None) -> None:
@@ -123,6 +127,7 @@ class VirtualTimeDeadlock(RuntimeError):  # noqa: N818 (the name the documentati
         self.outstanding = findings.outstanding
         self.queued = findings.queued
         self.remove_locks = findings.remove_locks
+        self.waits = findings.waits
         super().__init__(_describe(now, findings))
 
 
@@ -146,6 +151,9 @@ def _describe(now: float, findings: DeadlockFindings) -> str:
         for lock, tags in findings.remove_locks:
             held = ", ".join(repr(tag) for tag in tags) if tags else "holders not tracked"
             lines.append(f"  {lock!r}, still held by: {held}")
+    if findings.waits:
+        lines.append("waiting:")
+        lines.extend(f"  {wait}" for wait in findings.waits)
     if not findings:
         lines.append(
             "no request is outstanding in the run's I/O managers, no IRP waits in a device queue and no remove"
