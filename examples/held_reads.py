@@ -101,7 +101,7 @@ async def run() -> None:
     async with io.open("\\Device\\Pipe") as handle, anyio.create_task_group() as tg:
 
         async def sender() -> None:
-            await anyio.sleep(2)
+            await airp.delay(2)  # the other end of the pipe writes after 2 s
             pipe.data_arrived(b"hello")
 
         tg.start_soon(sender)

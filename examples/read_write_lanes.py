@@ -64,7 +64,7 @@ class LanesDevice:
     async def read_start_io(self, device: DeviceObject, irp: Irp) -> None:
         params = irp.current_stack_location.parameters
         print(f"  {self.now():6.2f}s  read  #{params.byte_offset} starts ({len(self.read.queue)} waiting)")
-        await anyio.sleep(self.seconds)
+        await airp.delay(self.seconds)  # device time
         assert irp.system_buffer is not None
         irp.system_buffer[: params.length] = f"r{params.byte_offset:02}".encode()[: params.length]
         complete_request(irp, STATUS_SUCCESS, params.length)
@@ -72,7 +72,7 @@ class LanesDevice:
     async def write_start_io(self, device: DeviceObject, irp: Irp) -> None:
         params = irp.current_stack_location.parameters
         print(f"  {self.now():6.2f}s  write #{params.byte_offset} starts ({len(self.write.queue)} waiting)")
-        await anyio.sleep(self.seconds)
+        await airp.delay(self.seconds)  # device time
         complete_request(irp, STATUS_SUCCESS, params.length)
 
 

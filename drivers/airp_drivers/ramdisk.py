@@ -79,7 +79,7 @@ class RamDisk(airp.Driver):
         """
         async with self._receive:
             async for irp in self._receive:
-                await anyio.sleep(self.write_latency)
+                await airp.delay(self.write_latency)  # the transfer: device time
                 params = irp.current_stack_location.parameters
                 assert irp.system_buffer is not None
                 self.data[params.byte_offset : params.byte_offset + params.length] = irp.system_buffer
