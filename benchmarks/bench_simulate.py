@@ -1,16 +1,20 @@
-"""What ``airp simulate`` costs over the M/M/1 model a user writes by hand (issue 13).
+"""What ``airp simulate`` costs over the M/M/1 model a user writes by hand (issues 13 and 18).
 
 The same M/M/1 disk (one StartIo lane, Poisson arrivals at 0.8, exponential service at 1.0) is run
-two ways on each virtual clock, alternately, in one process:
+three ways on each virtual clock, in interleaved rounds, in one process:
 
-* **by hand**: ``bench_mm1.with_airp``, a driver created with ``io.create_device``, overlapped
-  reads collected by one task, no monitor;
+* **by hand, as written today**: ``bench_mm1.with_airp``, a driver created with
+  ``io.create_device``, ``anyio.sleep`` for service and arrivals, overlapped reads collected by one
+  task, no monitor;
+* **by hand, with airp's tools**: ``bench_mm1.with_airp_delay``, the same with ``airp.delay`` and a
+  completion callback per request instead of the collector task;
 * **airp simulate**: ``examples/mm1_disk.toml`` through :func:`airp.simulate`, a stack built by the
   PnP manager, each request timed by the simulator's monitor hooks at every layer, queue depths
   sampled, the report computed.
 
-It prints the ratio of the two wall times per backend (the best of ``--rounds``), and the mean time
-in system of a long simulate run with its batch-means interval, against the theory's 5.0.
+It prints the median CPU time (``time.process_time``) of each per backend and the ratios of
+``airp simulate`` to both models by hand (goal: at most 1.2x the model as written today), and the
+mean time in system of a long simulate run with its batch-means interval, against the theory's 5.0.
 
 Run: python benchmarks/bench_simulate.py [--requests N] [--rounds R] [--long N]
 """
@@ -18,6 +22,8 @@ Run: python benchmarks/bench_simulate.py [--requests N] [--rounds R] [--long N]
 from __future__ import annotations
 
 import argparse
+import gc
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,19 +40,24 @@ import bench_mm1  # noqa: E402  (the hand-written model, next to this script)
 EXAMPLE = HERE.parent / "examples" / "mm1_disk.toml"
 
 
-def by_hand(backend: str, count: int) -> float:
+GOAL = 1.2
+
+
+def by_hand(model: bench_mm1.Model, backend: str, count: int) -> float:
     gaps, services = bench_mm1.draw(count)
     name, options = virtual_anyio_backend(backend)
-    start = time.perf_counter()
-    anyio.run(bench_mm1.with_airp, gaps, services, backend=name, backend_options=options)
-    return time.perf_counter() - start
+    gc.collect()
+    start = time.process_time()
+    anyio.run(model, gaps, services, backend=name, backend_options=options)
+    return time.process_time() - start
 
 
 def simulated(backend: str, count: int) -> float:
     description = airp.load_simulation(EXAMPLE).with_options(requests=count)
-    start = time.perf_counter()
+    gc.collect()
+    start = time.process_time()
     report = airp.simulate(description, backend=backend)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     if report.lost or report.completed != count:
         sys.exit(f"simulate lost requests: {report.lost}")
     return seconds
@@ -55,16 +66,25 @@ def simulated(backend: str, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
     parser.add_argument("--long", type=int, default=200_000, help="requests of the long run (0: skip it)")
     args = parser.parse_args()
-    print(f"M/M/1, {args.requests} requests, best of {args.rounds}: airp simulate against the model by hand")
+    n = args.requests
+    print(f"M/M/1, {n} requests, CPU time, median of {args.rounds} interleaved rounds: airp simulate against the models by hand")
     for backend in ("asyncio", "trio"):
-        hand = min(by_hand(backend, args.requests) for _ in range(args.rounds))
-        sim = min(simulated(backend, args.requests) for _ in range(args.rounds))
+        today: list[float] = []
+        tools: list[float] = []
+        sim: list[float] = []
+        for _ in range(args.rounds):
+            today.append(by_hand(bench_mm1.with_airp, backend, n))
+            tools.append(by_hand(bench_mm1.with_airp_delay, backend, n))
+            sim.append(simulated(backend, n))
+        t, d, s = (statistics.median(x) for x in (today, tools, sim))
+        verdict = "MET" if s / t <= GOAL else "MISSED"
         print(
-            f"  {backend:<8} by hand {hand / args.requests * 1e6:6.1f} us/request, simulate"
-            f" {sim / args.requests * 1e6:6.1f} us/request: {sim / hand:4.2f}x"
+            f"  {backend:<8} by hand today {t / n * 1e6:6.1f} us/request, with delay + callbacks {d / n * 1e6:6.1f},"
+            f" simulate {s / n * 1e6:6.1f}: {s / t:4.2f}x today's (goal <= {GOAL}x {verdict}), {s / d:4.2f}x the"
+            " delay + callbacks model"
         )
     if args.long:
         report = airp.simulate(airp.load_simulation(EXAMPLE).with_options(requests=args.long))
