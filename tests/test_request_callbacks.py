@@ -7,6 +7,7 @@ trio, each on a virtual clock (conftest).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -268,6 +269,20 @@ async def test_add_done_callback_refuses_what_is_not_callable() -> None:
         request = await handle.read_overlapped(1)
         with pytest.raises(TypeError, match="plain function"):
             request.add_done_callback("not a function")  # type: ignore[arg-type]
+
+        async def coroutine_function(r: Overlapped[bytes]) -> None:
+            pass  # pragma: no cover
+
+        def generator_function(r: Overlapped[bytes]) -> Any:
+            yield  # pragma: no cover
+
+        for bad in (coroutine_function, generator_function, functools.partial(coroutine_function)):
+            with pytest.raises(TypeError, match="cannot await"):
+                request.add_done_callback(bad)
+        seen: list[Any] = []
+        request.add_done_callback(functools.partial(seen.append))  # a partial of a plain callable
+        request.add_done_callback(seen.append)  # a builtin method
+        assert seen == [request, request]
 
 
 async def test_final_stage_bug_check_still_calls_back() -> None:

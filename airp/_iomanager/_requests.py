@@ -14,6 +14,7 @@ The transfer type decides what a driver finds in the IRP:
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from collections.abc import Callable, Generator
@@ -101,10 +102,12 @@ class Overlapped(Generic[T]):
         completer, as an exception of the final stage does, and the callbacks after it do not run.
 
         :param callback: ``callback(request)``, a plain function.
-        :raises TypeError: if *callback* is not callable.
+        :raises TypeError: if *callback* is not callable, or is a coroutine function or a
+            generator function (its body would not run when it is called).
         """
-        if not callable(callback):
-            raise TypeError(f"a done callback is a plain function (request) -> None, got {callback!r}")
+        code = getattr(callback, "__code__", None)
+        if code is None or code.co_flags & _CO_NOT_PLAIN:
+            _check_done_callback(callback)
         callbacks = self._callbacks
         if callbacks is not None:
             # Not run yet, or running now (the final stage takes each one off the front as it
@@ -250,6 +253,27 @@ class Overlapped(Generic[T]):
     def __repr__(self) -> str:
         returned = self.status_returned.name if self.status_returned is not None else "not yet returned"
         return f"<Overlapped {self.irp!r} returned {returned}>"
+
+
+#: Code flags of a function whose body does not run when it is called: coroutine functions, async
+#: generator functions and generator functions.
+_CO_NOT_PLAIN = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_GENERATOR
+
+
+def _check_done_callback(callback: object) -> None:
+    # Anything but a plain function or bound method (whose code flags add_done_callback has read).
+    code = getattr(callback, "__code__", None)
+    if (code is not None and code.co_flags & _CO_NOT_PLAIN) or (
+        code is None
+        and (inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback) or inspect.isgeneratorfunction(callback))
+    ):
+        raise TypeError(
+            f"a done callback is a plain function (request) -> None, got {callback!r}, whose body would not run"
+            " when it is called (done callbacks run inside the synchronous completion walk and cannot await;"
+            " start a task or set an event for slower work)"
+        )
+    if not callable(callback):
+        raise TypeError(f"a done callback is a plain function (request) -> None, got {callback!r}")
 
 
 class _UnraisableReport:
