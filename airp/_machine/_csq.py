@@ -25,7 +25,7 @@ from typing import Any
 
 from ._cancel import cancel_irp
 from ._completion import complete_request
-from ._irp import CancelRoutine, Irp, IrpStateError
+from ._irp import CancelRoutine, Irp, IrpStateError, _not_plain_function
 from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, STATUS_SUCCESS, NtStatus, nt_success
 
 __all__ = [
@@ -57,11 +57,22 @@ def mark_irp_cancelable(irp: Irp, routine: CancelRoutine) -> NtStatus:
     :returns: STATUS_SUCCESS if the IRP is now cancelable (*routine* will run if it is cancelled).
         STATUS_CANCELLED if the IRP had already been cancelled: the routine is not armed and will
         not run, and the caller must take the IRP back out and complete it with STATUS_CANCELLED.
-    :raises TypeError: if *routine* is not a plain function.
+    :raises TypeError: if *irp* is not an IRP, or *routine* is not a plain function: ``None``
+        included (an IRP "cancelable" with no routine would, once cancelled, leave
+        :func:`unmark_irp_cancelable` answering STATUS_CANCELLED with nobody to complete it),
+        something not callable, a coroutine function or a generator function.
     :raises IrpStateError: if the IRP already has a cancel routine or has completed (misuse raises
         here, where :meth:`airp.Request.mark_cancelable` returns STATUS_INVALID_DEVICE_REQUEST as
         KMDF does).
     """
+    if not isinstance(irp, Irp):
+        raise TypeError(f"mark_irp_cancelable(irp, routine): irp must be an Irp, got {type(irp).__name__} {irp!r}")
+    problem = _not_plain_function(routine)
+    if problem is not None:
+        raise TypeError(
+            f"mark_irp_cancelable(irp, routine): routine must be a plain function (device, irp) -> None that"
+            f" completes the IRP when it is cancelled; {problem} (to disarm, call unmark_irp_cancelable)"
+        )
     if irp.completed:
         raise IrpStateError(f"cannot make {irp!r} cancelable: it has completed")
     if irp.cancel_routine is not None:
@@ -451,14 +462,13 @@ def _not_lost(irp: Irp, level: int, error: BaseException) -> None:
 
 
 def _check_plain(name: str, fn: object) -> None:
-    import inspect
-
-    if not callable(fn):
-        raise TypeError(f"{name} must be a plain function, got {fn!r}")
-    if inspect.iscoroutinefunction(fn):
+    # A bad callback would only be found out inside cancel_irp or a queue operation, with an IRP
+    # half in the queue: refuse it when the queue is made.
+    problem = _not_plain_function(fn)
+    if problem is not None:
         raise TypeError(
-            f"{name} {fn!r} is a coroutine function: cancel-safe queue callbacks run inside cancel_irp"
-            " and the queue operations, and cannot await"
+            f"{name} must be a plain function; {problem} (cancel-safe queue callbacks run inside"
+            " cancel_irp and the queue operations, and cannot await)"
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from types import CodeType as _CodeType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._bugcheck import BugCheck, BugCheckCode
@@ -93,14 +94,60 @@ def _install_pending_waiter(waiter: Callable[[Irp], Generator[Any, None, IoStatu
 _CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+#: Code flags of a function whose body does not run when it is called: a coroutine function, an
+#: async generator function, or a generator function (calling one only makes the object).
+_CO_NOT_PLAIN = _CO_ASYNC | inspect.CO_GENERATOR
+
+
+def _not_plain_function(routine: object) -> str | None:
+    """Why *routine* cannot be a routine that runs synchronously to its end, or ``None`` if it can.
+
+    A cancel routine, a completion routine or a cancel-safe queue callback is called inside a
+    synchronous call (``cancel_irp``, the completion walk, a queue operation) and its work is
+    expected done when it returns.  ``None`` (a routine forgotten), something not callable, a
+    coroutine function (an ``async def``, also behind ``functools.partial`` or as a callable
+    object's ``__call__``), an async generator function and a generator function would all be
+    found out only when the routine is called, where the IRP is mid-cancel or mid-walk and nobody
+    is left to complete it.
+
+    :returns: the reason, for a TypeError that also names the parameter; ``None`` if *routine*
+        is a plain function (or method, builtin, partial, class, or callable object).
+    """
+    # Functions and bound methods (nearly every routine) answer from their code flags at once.
+    code = getattr(routine, "__code__", None)
+    if type(code) is _CodeType:
+        flags = code.co_flags
+        if not flags & _CO_NOT_PLAIN:
+            return None
+        if flags & _CO_ASYNC:
+            return f"got coroutine function {routine!r}, whose body would only run when awaited"
+        return f"got generator function {routine!r}, whose body would never run"
+    if routine is None:
+        return "got None"
+    if not callable(routine):
+        return f"got {type(routine).__name__} {routine!r}, which is not callable"
+    if inspect.iscoroutinefunction(routine) or inspect.isasyncgenfunction(routine):
+        return f"got coroutine function {routine!r}, whose body would only run when awaited"
+    if inspect.isgeneratorfunction(routine):
+        return f"got generator function {routine!r}, whose body would never run"
+    if not (inspect.isfunction(routine) or inspect.ismethod(routine) or isinstance(routine, type)):
+        # A callable object: its type's __call__ decides (inspect looks only at functions).
+        call = type(routine).__call__  # callable(), and neither a function nor a class: it has one
+        if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
+            return f"got {routine!r}, whose __call__ is a coroutine function and would only run when awaited"
+    return None
+
+
 #: The completion routine set_completion_routine last found to be a plain function (a memo of a
-#: pure check, not run state: a routine is a coroutine function or not, for good).
-_last_good_routine: object = None
+#: pure check, not run state: a routine is a plain function or not, for good).  A sentinel, not
+#: None, so that None itself is checked (and refused) on the first call.
+_last_good_routine: object = object()
 
 
 def _bad_completion_routine(routine: object) -> NoReturn:
     raise TypeError(
-        f"a completion routine must be a plain function (device, irp, context) -> status, got {routine!r}"
+        "set_completion_routine(routine): a completion routine must be a plain function"
+        f" (device, irp, context) -> status; {_not_plain_function(routine)}"
         " (completion routines run inside the synchronous completion walk and cannot await; hand slow"
         " work to a task)"
     )
@@ -558,8 +605,10 @@ class Irp:
         ``STATUS_MORE_PROCESSING_REQUIRED``.  A routine that does not stop the walk must propagate
         the pending mark: ``if irp.pending_returned: irp.mark_pending()`` (reference 5.4).
 
-        :raises TypeError: if *routine* is not callable, or is a coroutine function (completion
-            routines run inside the synchronous walk and cannot await).
+        :raises TypeError: if *routine* is ``None``, not callable, or a coroutine function (also
+            behind ``functools.partial`` or an ``async def __call__``) or a generator function:
+            completion routines run inside the synchronous walk and cannot await, and one found
+            out only there would strand the IRP.
         :raises BugCheck: 0x35 if the current location is the last one (location 1): there is no
             next location for the routine (Windows writes below the array and IoCallDriver stops
             with 0x35).
@@ -576,11 +625,7 @@ class Irp:
         # same one on every IRP it forwards.
         global _last_good_routine
         if routine is not _last_good_routine:
-            code = getattr(routine, "__code__", None)
-            if code is None:
-                if not callable(routine) or inspect.iscoroutinefunction(routine):
-                    _bad_completion_routine(routine)
-            elif code.co_flags & _CO_ASYNC:
+            if _not_plain_function(routine) is not None:
                 _bad_completion_routine(routine)
             _last_good_routine = routine
         loc = self._stack[index]
@@ -642,14 +687,19 @@ class Irp:
         means a cancel routine has already been taken and is running or about to run: leave the
         IRP to it (reference 6.3).
 
-        :raises TypeError: if *routine* is a coroutine function or not callable: cancel routines
-            run synchronously inside :func:`~airp.cancel_irp` and cannot await.
+        :param routine: a plain function ``(device, irp) -> None``, or ``None`` to disarm.
+        :raises TypeError: if *routine* is not callable, or is a coroutine function (also behind
+            ``functools.partial`` or an ``async def __call__``) or a generator function: cancel
+            routines run synchronously inside :func:`~airp.cancel_irp` and cannot await.
         """
-        if routine is not None and (not callable(routine) or inspect.iscoroutinefunction(routine)):
-            raise TypeError(
-                f"a cancel routine must be a plain function (device, irp) -> None, got {routine!r}"
-                " (cancel routines run synchronously inside cancel_irp and cannot await)"
-            )
+        if routine is not None:
+            problem = _not_plain_function(routine)
+            if problem is not None:
+                raise TypeError(
+                    f"set_cancel_routine(routine): a cancel routine must be a plain function (device, irp) -> None"
+                    f" (or None to disarm); {problem} (cancel routines run synchronously inside cancel_irp and"
+                    " cannot await)"
+                )
         old = self.cancel_routine
         self.cancel_routine = routine
         return old
