@@ -370,9 +370,20 @@ async def test_callbacks_of_several_requests_count_completions() -> None:
     assert finished == [b"a", b"b", b"c", b"d", b"e"]
 
 
-def test_a_request_without_callbacks_holds_none() -> None:
-    """No memory for callbacks until one is added: a slot that is None."""
+def test_a_request_without_callbacks_carries_nothing_for_them() -> None:
+    """No memory for callbacks until one is added: no slot, no dict; the result function's slot
+    holds the callbacks while there are some, and gets the function back once they have run."""
     device = airp.IoManager().create_device(Echo())
     request = build_read_write_request(device, IrpMajor.READ, length=1)
-    assert request._callbacks is None
+    assert Overlapped.__slots__ == ("_output", "_result", "io_status_block", "irp", "status_returned")
     assert not hasattr(request, "__dict__")
+    function = request._result
+    request.add_done_callback(print)
+    assert request._result is not function
+    assert request.remove_done_callback(print) == 1
+    irp = request.irp
+    irp._index = irp.stack_count + 1  # completed, as the walk leaves it before the final stage
+    irp.information = 1
+    request._finish(irp)
+    assert request._result is function
+    assert request.result() == b"\0"
