@@ -41,6 +41,7 @@ from ._irp import CompletionRoutine, Irp, IrpStateError
 from ._misuse import missing_await, wrong_type
 
 __all__ = [
+    "MAX_ASSOCIATED_IRPS",
     "arm_master_cancel",
     "associated_irps",
     "cancel_associated_irps",
@@ -48,6 +49,14 @@ __all__ = [
     "make_associated_irp",
     "make_associated_irps",
 ]
+
+#: The most associated IRPs one :func:`make_associated_irps` call makes.  Windows bounds the count
+#: only by a LONG and by pool memory; here each IRP is a Python object of 0.5 to 2 KB (1 to 127
+#: stack locations), so a count from a bad computation (``2**70``) would allocate until the
+#: process is killed.  65,536 parts is 32 to 130 MB, and more than a file system splits one
+#: request into (a 4 GiB transfer, a DWORD's worth, in 64 KiB parts).  A driver that needs more
+#: calls :func:`make_associated_irp` in its own loop and adds to ``associated_irp_count`` itself.
+MAX_ASSOCIATED_IRPS = 65_536
 
 
 def _check_master(master: object) -> Irp:
@@ -110,11 +119,19 @@ def make_associated_irps(master: Irp, count: int, stack_size: int, *, allocator:
     alone, and the result is ``None``; the driver then fails the master with
     STATUS_INSUFFICIENT_RESOURCES.
 
+    :param count: how many associated IRPs, 1 to :data:`MAX_ASSOCIATED_IRPS` (65,536).
     :returns: the associated IRPs, or ``None`` if an allocation failed.
-    :raises ValueError: if *count* is not a positive int (and as :func:`make_associated_irp`).
+    :raises TypeError: if *count* is not an int (and as :func:`make_associated_irp`).
+    :raises ValueError: if *count* is below 1 or above :data:`MAX_ASSOCIATED_IRPS` (checked before
+        anything is allocated), and as :func:`make_associated_irp`.
     """
-    if type(count) is not int or count < 1:
-        raise ValueError(f"count must be a positive int (how many parts), got {count!r}")
+    if type(count) is not int:
+        raise TypeError(f"make_associated_irps: count must be an int (how many parts), got {type(count).__name__} {count!r}")
+    if not 1 <= count <= MAX_ASSOCIATED_IRPS:
+        raise ValueError(
+            f"make_associated_irps: count must be a positive int up to {MAX_ASSOCIATED_IRPS} (how many parts), got {count}:"
+            " split the request into fewer, larger parts, or make them with make_associated_irp in a loop"
+        )
     _check_master(master)
     made: list[Irp] = []
     for _ in range(count):
