@@ -276,7 +276,18 @@ async def test_add_done_callback_refuses_what_is_not_callable() -> None:
         def generator_function(r: Overlapped[bytes]) -> Any:
             yield  # pragma: no cover
 
-        for bad in (coroutine_function, generator_function, functools.partial(coroutine_function)):
+        class AsyncCall:
+            async def __call__(self, r: Overlapped[bytes]) -> None:
+                pass  # pragma: no cover
+
+        bad_ones: list[Any] = [
+            coroutine_function,
+            generator_function,
+            functools.partial(coroutine_function),
+            functools.partial(functools.partial(generator_function)),
+            AsyncCall(),
+        ]
+        for bad in bad_ones:
             with pytest.raises(TypeError, match="cannot await"):
                 request.add_done_callback(bad)
         seen: list[Any] = []

@@ -14,6 +14,7 @@ The transfer type decides what a driver finds in the IRP:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import traceback
@@ -282,12 +283,17 @@ _CO_NOT_PLAIN = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.C
 
 
 def _check_done_callback(callback: object) -> None:
-    # Anything but a plain function or bound method (whose code flags add_done_callback has read).
-    code = getattr(callback, "__code__", None)
-    if (code is not None and code.co_flags & _CO_NOT_PLAIN) or (
-        code is None
-        and (inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback) or inspect.isgeneratorfunction(callback))
-    ):
+    # What add_done_callback could not settle from a __code__ of the callback's own: a
+    # functools.partial (what is called is its func), a builtin, a callable object, or a function
+    # whose body would not run.  Cheap for the usual ones: no inspect call.
+    target = callback
+    while type(target) is functools.partial:
+        target = target.func
+    code = getattr(target, "__code__", None)
+    if code is None and callable(target) and not isinstance(target, type):
+        # A callable object: its type's __call__ runs (a builtin's has no code).
+        code = getattr(type(target).__call__, "__code__", None)
+    if code is not None and code.co_flags & _CO_NOT_PLAIN:
         raise TypeError(
             f"a done callback is a plain function (request) -> None, got {callback!r}, whose body would not run"
             " when it is called (done callbacks run inside the synchronous completion walk and cannot await;"
