@@ -29,6 +29,7 @@ from airp import (
     complete_request,
 )
 from airp._iomanager._requests import build_read_write_request
+from airp._tools._simulate import SimulationRecorder
 from airp.testing import VirtualClock, wait_until_quiet
 
 pytestmark = pytest.mark.anyio
@@ -398,3 +399,24 @@ def test_a_request_without_callbacks_carries_nothing_for_them() -> None:
     request._finish(irp)
     assert request._result is function
     assert request.result() == b"\0"
+
+
+async def test_the_simulators_recorder_counts_a_request_whose_final_stage_bug_checks() -> None:
+    """airp simulate accounts for requests with done callbacks, which run after a 0x312 too:
+    the request is counted completed, not lost (the monitor's completed hook never saw it)."""
+    statuses: list[Any] = []
+    recorder = SimulationRecorder({}, on_done=statuses.append)
+    driver = HeldReads()
+    io = airp.IoManager(monitor=recorder)
+    io.create_device(driver, "\\Device\\Test")
+    async with io.open("\\Device\\Test") as handle:
+        request = await recorder.send(lambda: handle.read_overlapped(2), "read", True)
+        assert request is not None
+        assert (recorder.sent, recorder.done, recorder.outstanding) == (1, 0, 1)
+        irp = driver.queue.remove_next()
+        assert irp is request.irp
+        with pytest.raises(BugCheck):
+            complete_request(irp, STATUS_SUCCESS, 64)
+        assert (recorder.sent, recorder.done, recorder.outstanding) == (1, 1, 0)
+        assert statuses == [STATUS_SUCCESS]
+        assert [count for count, _ in recorder.latencies["read"]] == [1]
