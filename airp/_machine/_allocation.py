@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Final
 
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import IrpFlags
-from ._completion import LAST_ROUTINE, _install_creator_final_stage
+from ._completion import LAST_ROUTINE, WALK_START, _install_creator_final_stage
 from ._device import DeviceObject
-from ._irp import MAX_STACK_SIZE, Irp
+from ._irp import _UNUSED, MAX_STACK_SIZE, Irp
 from ._monitor import current_request
 from ._status import STATUS_SUCCESS, NtStatus
 
@@ -637,7 +637,24 @@ def _creator_rule_violated(irp: Irp) -> None:
     whose state contradicts its other fields (an IRP with no requester, owned by a driver, reaching
     the stage that hands an IRP back to its requester).  0x44 would claim a double completion that
     has not happened, and 0xC9 has no parameter for it.
+
+    Except when the walk began where the IRP was already back with its creator (its routine had
+    returned STATUS_MORE_PROCESSING_REQUIRED) and the creator has freed it, or the code completing
+    it is seen to be a lower driver's (:func:`_second_completer`): that is a second completion,
+    0x44, naming that driver, whatever the creator did.  Without either, the creator completing an
+    IRP it took back stays 0x2A.
     """
+    d = irp.__dict__
+    start: int | None = d.pop(WALK_START, None)
+    if start is not None and start >= d.get(_CREATOR, irp.stack_count):
+        # The walk began where the IRP was already back with its creator: a completion after the
+        # one that brought it back.  If the creator freed it, or the code completing it now is a
+        # lower driver's, working on this IRP, that is a second completion (0x44), not the
+        # creator's breach of 5.8, whatever the creator's routine did.
+        completer = _second_completer(irp, start)
+        if _FREED in d or completer is not None:
+            d.pop(LAST_ROUTINE, None)
+            _completed_after_hand_back(irp, completer)
     kind = _kind(irp)
     made_by = _ORIGIN_NAMES[kind.origin] if kind is not None else "allocate_irp"
     raise BugCheck(
@@ -649,6 +666,53 @@ def _creator_rule_violated(irp: Irp) -> None:
         f" {NtStatus(irp.status).name}",
         parameters=(irp, 0, 0, 0),
         irp=irp,
+    )
+
+
+def _second_completer(irp: Irp, start: int) -> DeviceObject | None:
+    """The device, below *start*, whose code is completing *irp* now, if the call stack shows it.
+
+    Looked for only on the way to a bug check: the first frame outside the IRP machine that works
+    on this very IRP (holds it in a local) for a device (its ``device`` local, as in dispatch and
+    StartIo routines, and in :func:`~airp.call_driver` itself) that had the IRP at a location
+    below *start*: a driver the IRP has already left.  ``None`` when no frame says so (a
+    completion from code that names neither).
+    """
+    below = [loc.device for loc in irp._stack[:start] if loc is not _UNUSED and loc.device is not None]
+    if not below:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if not frame.f_globals.get("__name__", "").startswith("airp._machine."):
+            local = frame.f_locals
+            device = local.get("device")
+            if device is not None and any(device is other for other in below) and any(value is irp for value in local.values()):
+                found: DeviceObject = device
+                return found
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _completed_after_hand_back(irp: Irp, completer: DeviceObject | None) -> None:
+    """Bug check 0x44 for a completion of a driver-allocated IRP that was already back with its creator."""
+    d = irp.__dict__
+    routine = d.get(_ROUTINE)
+    taken = f" (its completion routine {_routine_name(routine)} returned STATUS_MORE_PROCESSING_REQUIRED)" if routine is not None else ""
+    freed = " and freed it (free_irp)" if _FREED in d else ""
+    who = (
+        f"{completer!r} (driver {completer.driver!r}), which had already completed it or passed it up, completed it again"
+        if completer is not None
+        else "complete_request was called on it again"
+    )
+    raise BugCheck(
+        BugCheckCode.MULTIPLE_IRP_COMPLETE_REQUESTS,
+        f"an IRP was completed twice: its completion had already reached its creator{taken}, which took it back{freed};"
+        f" then {who}. After complete_request the IRP is no longer the completing driver's, and a driver-allocated"
+        " IRP back with its creator is only freed or reused, never completed (reference 5.8)",
+        parameters=(irp, 0, 0, 0),
+        irp=irp,
+        device=completer,
+        driver=completer.driver if completer is not None else None,
     )
 
 

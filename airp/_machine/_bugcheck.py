@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from typing import Any
 
@@ -84,7 +85,16 @@ class BugCheck(Exception):  # noqa: N818 - the Windows name is the point
     :ivar irp: the IRP involved, if any.
     :ivar device: the device involved, if any.
     :ivar driver: the driver involved, if any.
+    :ivar follow_on: what went wrong *after* this bug check while airp cleaned up after it (a
+        driver-allocated IRP that airp completed with STATUS_INTERNAL_ERROR for a raising dispatch
+        routine reached its final stage: 0x2A, say), or ``None``.  The first bug check is the one
+        the caller sees; a follow-on never takes its place, it is kept here (its own
+        ``__context__`` is this bug check) and named in this one's notes.  A later follow-on
+        hangs off the previous one's ``follow_on``.
     """
+
+    #: Set by :func:`chain_follow_on`; a class default, so that a bug check costs nothing more.
+    follow_on: BaseException | None = None
 
     def __init__(
         self,
@@ -134,3 +144,43 @@ def _verifier_code(code: int, parameters: tuple[Any, Any, Any, Any]) -> Verifier
         except ValueError:
             return int(first)
     return int(first)
+
+
+def chain_follow_on(first: BaseException, follow_on: BaseException) -> None:
+    """Keep *follow_on*, raised while airp cleaned up after *first*, with *first*, which wins.
+
+    airp finishes what a failing routine leaves behind: a dispatch, completion or cancel routine
+    that raises has its IRP completed with STATUS_INTERNAL_ERROR (or STATUS_CANCELLED), and that
+    completion may break a rule in turn (a driver-allocated IRP whose creator had no routine
+    returning STATUS_MORE_PROCESSING_REQUIRED reaches its final stage: 0x2A).  The caller must see
+    the first error, the one that says what the driver did; the follow-on is kept with it:
+
+    - as ``first.follow_on`` (after the last follow-on already kept there), on a :class:`BugCheck`
+      and on any other exception that has no attribute of that name of its own;
+    - as a note on *first* (Python 3.11 and later), so that a traceback shows it;
+    - *follow_on*'s own ``__context__`` is *first* when it was raised while *first* was handled,
+      as airp's clean-up does; it is not changed here.
+
+    :param first: the error the caller sees.
+    :param follow_on: what airp's clean-up after it raised.
+    """
+    last: BaseException = first
+    seen = {id(first)}
+    while True:
+        later = getattr(last, "follow_on", None)
+        if not isinstance(later, BaseException) or id(later) in seen:
+            break
+        seen.add(id(later))
+        last = later
+    if getattr(last, "follow_on", None) is None:
+        # (Something else under that name is an attribute of the exception's own: left alone.)
+        # An exception class with __slots__ refuses it: the note still says it.
+        with contextlib.suppress(AttributeError, TypeError):
+            last.follow_on = follow_on  # type: ignore[attr-defined]
+    add_note = getattr(first, "add_note", None)
+    if add_note is not None:
+        try:
+            name = type(follow_on).__name__
+            add_note(f"airp: then, while completing the IRP left behind, {name} followed (kept as .follow_on): {follow_on}")
+        except Exception:
+            pass  # a note is a courtesy: never let it replace the error

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._bugcheck import BugCheck, BugCheckCode
-from ._completion import complete_request
+from ._completion import complete_after_error
 from ._irp import Irp
 from ._misuse import missing_await
 from ._status import STATUS_INTERNAL_ERROR
@@ -27,7 +27,9 @@ def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
 
     A cancel routine that raises still leaves its IRP completed exactly once: if it did not
     complete the IRP before raising, airp completes it with STATUS_INTERNAL_ERROR (keeping the
-    exception as :attr:`~airp.Irp.routine_error`), then the exception propagates to the caller.
+    exception as :attr:`~airp.Irp.routine_error`), then the exception propagates to the caller,
+    also when that completion raises in turn (its follow-on is chained to the routine's exception
+    as ``follow_on``).
 
     :param irp: the IRP to cancel.
     :param reason: why, for the IRP's monitor (``"timeout"``, ``"handle closed"``, ...).
@@ -77,7 +79,8 @@ def _cancel_routine_raised(irp: Irp, index: int, error: BaseException) -> None:
     irp.cancel_routine = None
     if irp.routine_error is None:
         irp.routine_error = error
-    complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+    # The routine's error stays the one raised; what that completion breaks is chained to it.
+    complete_after_error(irp, error, STATUS_INTERNAL_ERROR)
 
 
 def _bad_cancel_routine_result(routine: object, result: object, irp: Irp) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
+from ._bugcheck import BugCheck, BugCheckCode, VerifierCode, chain_follow_on
 from ._irp import _UNUSED, CompletionRoutine, Irp, StackLocation
 from ._misuse import missing_await
 from ._status import (
@@ -51,7 +51,9 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     A completion routine that raises does not strand the IRP: the walk goes on without it (its
     pending mark propagated, the status set to STATUS_INTERNAL_ERROR and the exception kept as
     :attr:`~airp.Irp.routine_error`), the final stage runs and the waiter wakes, and then the
-    exception propagates to the caller of ``complete_request``.  Likewise a final stage that raises
+    exception propagates to the caller of ``complete_request`` (if finishing the walk raises too, a
+    0x2A from a driver-allocated IRP's final stage say, that follow-on is chained to the routine's
+    exception as its ``follow_on``, never raised in its place).  Likewise a final stage that raises
     (a bug check such as 0x312, or 0x2A for a driver's own IRP that reached the top, reference 5.8)
     wakes the waiter, which raises the same exception, and so do the waiters of the IRPs given as
     the context of the last routine that ran (an IRP, or IRPs in a tuple or list): the request a
@@ -64,7 +66,10 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     :param information: if given, stored as ``irp.information`` first.  Both are validated before
         either is written.
     :raises BugCheck: 0x44 if the IRP was already completed, or if a completion routine completed
-        its own IRP and then returned STATUS_CONTINUE_COMPLETION; 0xC9 / 0x06 if the status is
+        its own IRP and then returned STATUS_CONTINUE_COMPLETION, or if a driver-allocated IRP that
+        had already come back to its creator is completed again by a lower driver (its code is
+        seen working on the IRP) or after its creator freed it; 0x2A if it is completed again
+        otherwise (the creator's own breach of reference 5.8); 0xC9 / 0x06 if the status is
         STATUS_PENDING (or 0xFFFFFFFF); 0xC9 / 0x07 if a cancel routine is still set.
     :raises TypeError: if *irp* is not an IRP, if *status* or *information* is not an int, or a
         completion routine returns something that is not a status (a coroutine, ``None``, ...).
@@ -76,6 +81,7 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
         raise TypeError(f"complete_request needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}") from None
     if index > n:
         _completed_twice(irp)
+    start = index  # where this walk begins, for a driver-allocated IRP's final stage (WALK_START)
     # Validate both values before writing either: a refused call leaves the IRP as it was.
     if information is not None and (type(information) is not int or information < 0):
         raise TypeError(f"information must be a non-negative int, got {information!r}")
@@ -189,6 +195,7 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
                 # A driver-allocated IRP reached the top (a breach of 5.8, never the usual path):
                 # its final stage names the last routine that ran and what it returned.
                 irp.__dict__[LAST_ROUTINE] = None if routine is None else (routine, result, owner)
+                irp.__dict__[WALK_START] = start
             try:
                 final_stage(irp)
             except BaseException as error:
@@ -210,6 +217,13 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
 #: In a driver-allocated IRP's instance dict, for its final stage: (routine, result, device) of the
 #: last completion routine that ran in the walk that reached the top, or None if none ran.
 LAST_ROUTINE = "_airp_last_routine"
+
+#: In a driver-allocated IRP's instance dict, for its final stage: the index of the location the
+#: walk that reached the top began at (its current location when complete_request was called).
+#: A walk that began where the IRP had already been handed back to its creator is a completion
+#: after the one that handed it back: the final stage tells a lower driver's second completion
+#: (0x44) from the creator's breach of 5.8 (0x2A).
+WALK_START = "_airp_walk_start"
 
 #: The final stage of a driver-allocated IRP (airp._machine._allocation installs it).
 _creator_final_stage: Callable[[Irp], None] | None = None
@@ -312,7 +326,36 @@ def _routine_raised(
         if owner_loc is _UNUSED:
             owner_loc = irp._stack[index] = StackLocation()
         owner_loc.control |= 0x01
-    complete_request(irp)
+    complete_after_error(irp, error)
+
+
+def complete_after_error(irp: Irp, error: BaseException, status: int | None = None) -> None:
+    """``complete_request`` on behalf of a routine that raised *error*: *error* stays the one raised.
+
+    airp completes the IRP a raising routine leaves behind (with *status*, information 0; or as it
+    stands when *status* is ``None``, to finish a walk).  That completion may break a rule of its
+    own: the final stage of a driver-allocated IRP whose creator had no routine returning
+    STATUS_MORE_PROCESSING_REQUIRED raises 0x2A, a routine higher up raises.  Such a follow-on
+    never replaces *error*, which says what the driver did first: it is chained to it
+    (``error.follow_on`` and a note, :func:`~airp._machine._bugcheck.chain_follow_on`), and this
+    call returns normally so that the caller re-raises *error*.  The IRP still completes exactly
+    once: the walk's own handling of a raising routine or final stage has run by then.  A
+    follow-on that is not an ``Exception`` (``KeyboardInterrupt``) propagates.
+
+    :param irp: the IRP the raising routine held.
+    :param error: what the routine raised.
+    :param status: the status to complete with (STATUS_INTERNAL_ERROR, STATUS_CANCELLED), or
+        ``None`` to go on with the IRP's own status.
+    """
+    try:
+        if status is None:
+            complete_request(irp)
+        else:
+            complete_request(irp, status, 0)
+    except Exception as follow_on:
+        if follow_on is error:
+            raise
+        chain_follow_on(error, follow_on)
 
 
 def _invoke(control: int, irp: Irp) -> bool:

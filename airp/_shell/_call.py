@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import IrpMajor
-from .._machine._completion import complete_request
+from .._machine._completion import complete_after_error
 from .._machine._device import DeviceObject
 from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
@@ -36,7 +36,11 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
     A dispatch routine that raises while it still holds the IRP (at its location, not passed on,
     not completed, not marked pending) has the IRP completed with STATUS_INTERNAL_ERROR (the
     exception kept as :attr:`~airp.Irp.routine_error`), then the exception propagates to the
-    caller: nobody is left waiting for an IRP whose driver is gone.
+    caller: nobody is left waiting for an IRP whose driver is gone.  If that completion breaks a
+    rule in turn (a driver-allocated IRP whose creator kept no routine returning
+    STATUS_MORE_PROCESSING_REQUIRED reaches its final stage: 0x2A), the routine's exception is
+    still the one raised, the first bug check wins: the follow-on is kept as its ``follow_on``
+    attribute and in its notes.
 
     On cancellation: this call adds nothing; whatever the dispatch routine awaits decides.  A
     requester that goes through :class:`~airp.FileHandle` never cancels driver code: its
@@ -113,12 +117,15 @@ def _dispatch_raised(irp: Irp, index: int, device: DeviceObject, error: BaseExce
     if irp._index != index or irp._stack[index].control & 0x01:
         return
     irp.cancel_routine = None
+    # That completion may break a rule of its own (a driver-allocated IRP whose creator kept no
+    # routine reaches its final stage: 0x2A); the routine's error stays the one raised, with the
+    # follow-on chained to it (complete_after_error).
     if isinstance(error, Exception):
         if irp.routine_error is None:
             irp.routine_error = error
-        complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+        complete_after_error(irp, error, STATUS_INTERNAL_ERROR)
     else:
-        complete_request(irp, STATUS_CANCELLED, 0)
+        complete_after_error(irp, error, STATUS_CANCELLED)
 
 
 def _bad_location(irp: Irp, index: int, device: DeviceObject) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from .._machine._bugcheck import chain_follow_on
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp, _install_pending_waiter, _io_status, _new_tuple
 from .._machine._misuse import missing_await
@@ -151,20 +152,28 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     :class:`~airp.DriverCancelTimeoutWarning`): it still belongs to the lower driver, and the caller
     must not touch it.
 
+    If the lower driver raises, the IRP is got back the same way before the exception goes on;
+    a cancel routine that raises meanwhile does not replace it (it is chained to it as its
+    ``follow_on``).
+
     :returns: the IRP's status at hand-back.
     """
     box = _Handback()
     irp.set_completion_routine(_hand_back, box)
     try:
         await call_driver(device, irp)
-    except BaseException:
+    except BaseException as error:
         # The lower driver raised but may still hold the IRP (queued, say): our routine would
         # stop its walk here with nobody left to finish it.  Get it back first (cancelled,
         # shielded, bounded), so that the caller's own frame unwinds holding it and call_driver
         # completes it for the caller.
         if not box.returned:
             box.event = new_waiter()
-            await wait_after_cancel(box.event, irp)
+            try:
+                await wait_after_cancel(box.event, irp)
+            except Exception as follow_on:
+                # Its cancel routine raised too: the first error stays the one raised.
+                chain_follow_on(error, follow_on)
         raise
     if not box.returned:
         box.event = new_waiter()
