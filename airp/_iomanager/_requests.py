@@ -372,8 +372,10 @@ def current_effective_deadline() -> float:
 
     A backend's method called while the other backend runs raises ``RuntimeError`` (asyncio finds
     no running loop, trio no current task): the backend is then found again, so a process may
-    switch backends between runs.  Like :class:`~airp._shell._waiter.Waiter`, this does not
-    support trio in guest mode on an asyncio loop.
+    switch backends between runs.  (Runs of both backends at once in two threads stay correct,
+    each call finding its own backend, but pay that look-up and a caught exception per call.)
+    Like :class:`~airp._shell._waiter.Waiter`, this does not support trio in guest mode on an
+    asyncio loop.
 
     :returns: the effective deadline on the run's clock.
     :raises NoEventLoopError: outside a run, as anyio's.
