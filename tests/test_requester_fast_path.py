@@ -182,3 +182,26 @@ def test_requests_across_runs_of_both_backends() -> None:
     for backend in ("trio", "asyncio", "trio"):
         run_on(backend, read_twice)
     assert [d == math.inf for d in driver.deadlines] == [True, False] * 3
+
+
+def test_runs_of_both_backends_at_once_in_two_threads() -> None:
+    """Each call answers for its own run even while another thread's run keeps switching the memo."""
+    import threading
+
+    results: dict[str, list[float]] = {}
+
+    async def many(name: str) -> None:
+        answers = []
+        with anyio.move_on_after(1e6):
+            for _ in range(2000):
+                answers.append(requests.current_effective_deadline() - anyio.current_time())
+        results[name] = answers
+
+    threads = [threading.Thread(target=anyio.run, args=(many, backend), kwargs={"backend": backend}) for backend in ("asyncio", "trio")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in ("asyncio", "trio"):
+        assert len(results[name]) == 2000
+        assert all(0 < answer <= 1e6 for answer in results[name])

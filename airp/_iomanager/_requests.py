@@ -350,8 +350,9 @@ def _find_backend_deadline() -> float:
     # The first request, and the first after the process switched backends: find the running
     # backend the way anyio does (through sniffio), keep its current_effective_deadline.
     global _backend_deadline
-    _backend_deadline = anyio.lowlevel.current_token().backend_class.current_effective_deadline
-    return _backend_deadline()
+    method = anyio.lowlevel.current_token().backend_class.current_effective_deadline
+    _backend_deadline = method
+    return method()  # this run's, whatever another thread stored meanwhile
 
 
 #: The running backend's own ``current_effective_deadline`` (a classmethod of anyio's backend
