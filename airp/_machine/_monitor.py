@@ -9,10 +9,20 @@ watcher by this protocol only, never by its class, so that they do not import th
 :data:`current_request` is the request a dispatch routine (or a queue's routine) of a watched IRP
 is working on, so that an IRP a driver allocates meanwhile is watched by the same hooks and linked
 to it as its child.  It is set only for watched IRPs: tracing off pays nothing for it.
+
+A watcher never takes an IRP down with it.  The hooks run inside ``call_driver`` and the
+completion walk, where an exception would leave the IRP half sent or half completed and nobody to
+finish it.  So a tool catches what its own code (or code it was given: a logger, a predicate, a
+clock) raises, and hands it to :func:`set_aside`: the tool stops watching that IRP, the failure is
+kept as a :class:`MonitorHookError` and reported once through :func:`sys.unraisablehook` (a
+warning under pytest), and the IRP goes on as though the tool were not there.  The only
+exceptions a hook lets through are the bug checks a verifier raises on purpose.
 """
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
@@ -22,7 +32,16 @@ if TYPE_CHECKING:
     from ._irp import Irp
     from ._status import NtStatus
 
-__all__ = ["HookChain", "MonitorHooks", "combine_hooks", "current_request"]
+__all__ = [
+    "HookChain",
+    "MonitorHookError",
+    "MonitorHooks",
+    "combine_hooks",
+    "current_request",
+    "report_hook_error",
+    "set_aside",
+    "watches",
+]
 
 
 class MonitorHooks(Protocol):
@@ -169,3 +188,88 @@ def combine_hooks(*hooks: MonitorHooks | None) -> MonitorHooks | None:
 
 #: The watched request a dispatch routine, StartIo routine or queue handler is working on now.
 current_request: ContextVar[Irp | None] = ContextVar("airp_current_request", default=None)
+
+
+# -- a tool that fails ------------------------------------------------------------------------------
+
+
+class MonitorHookError(RuntimeError):
+    """A tool's hook (an :class:`~airp.IrpMonitor`'s, a :class:`~airp.Verifier`'s) raised.
+
+    The IRP it was watching went on without the tool: the exception is kept here (as
+    ``__cause__``) instead of escaping into ``call_driver`` or the completion walk, where it would
+    have left the IRP for nobody to complete.
+
+    :ivar tool: the watcher whose hook raised.
+    :ivar hook: the hook's name (``"dispatching"``, ``"completed"``, ``"clock"`` ...).
+    :ivar irp: the IRP it was called for (``None`` if none).
+    :ivar consequence: what the tool did about it, in a sentence.
+    """
+
+    def __init__(self, tool: object, hook: str, irp: object, error: BaseException, consequence: str) -> None:
+        self.tool = tool
+        self.hook = hook
+        self.irp = irp
+        self.consequence = consequence
+        about = f" for {irp!r}" if irp is not None else ""
+        super().__init__(f"{type(tool).__name__}.{hook} raised {type(error).__name__}: {error}{about}; {consequence}")
+        self.__cause__ = error
+
+
+class _UnraisableReport:
+    """The attributes of ``sys.UnraisableHookArgs`` (whose type cannot be built from Python)."""
+
+    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
+
+    def __init__(self, error: BaseException, err_msg: str, culprit: object) -> None:
+        self.exc_type = type(error)
+        self.exc_value: BaseException | None = error
+        self.exc_traceback = error.__traceback__
+        self.err_msg: str | None = err_msg
+        self.object = culprit
+
+
+def report_hook_error(error: MonitorHookError) -> None:
+    """Report *error* the way Python reports an exception nobody can catch: through
+    :func:`sys.unraisablehook` (pytest turns it into a ``PytestUnraisableExceptionWarning``, a
+    test failure under ``filterwarnings = error``), else on stderr.  Never raises."""
+    report = _UnraisableReport(error, f"Exception ignored in a hook of {error.tool!r}", error.tool)
+    hook = sys.unraisablehook
+    if hook is not sys.__unraisablehook__:
+        try:
+            hook(report)
+            return
+        except Exception:
+            pass  # as CPython does for a hook that fails: the default report instead
+    try:
+        print(f"{report.err_msg}:", file=sys.stderr)
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    except Exception:
+        pass  # stderr itself is gone: nothing more to do
+
+
+def watches(irp: Irp, hook: object) -> bool:
+    """Whether *hook* is among the watchers of *irp* (``irp._monitor`` or its chain)."""
+    current = irp._monitor
+    if current is hook:
+        return True
+    return isinstance(current, HookChain) and any(h is hook for h in current.hooks)
+
+
+def set_aside(irp: Irp, hook: object) -> bool:
+    """Stop *hook* watching *irp*: the IRP keeps its other watchers, if any.
+
+    Calls already under way (a ``call_driver`` or a walk that read ``irp._monitor`` before) may
+    still reach *hook* once; the next ones do not.
+
+    :returns: True if *hook* was watching *irp* (the first failure for that IRP), False if it had
+        already been set aside.
+    """
+    current = irp._monitor
+    if current is hook:
+        irp._monitor = None
+        return True
+    if isinstance(current, HookChain) and any(h is hook for h in current.hooks):
+        irp._monitor = combine_hooks(*(h for h in current.hooks if h is not hook))
+        return True
+    return False

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._machine._codes import IrpMajor
 from .._machine._device import DeviceObject
-from .._machine._monitor import current_request
+from .._machine._monitor import MonitorHookError, current_request, report_hook_error, set_aside
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
 
 if TYPE_CHECKING:
@@ -529,6 +529,8 @@ class IrpMonitor:
         self._device_filter: dict[DeviceObject, bool] | None = {} if (self.devices is not None or self.drivers is not None) else None
         self._eager = logger is not None or include is not None
         self._builder = _RecordBuilder()
+        self._errors: list[MonitorHookError] = []
+        self._errors_dropped = 0
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -666,6 +668,43 @@ class IrpMonitor:
             fields["status"] = record.status.name if record.status is not None else None
             self.logger.info(f"irp.{record.event}", **fields)
 
+    # -- when a hook fails ----------------------------------------------------------------------------
+
+    #: How many hook failures :attr:`errors` keeps (later ones are only counted).
+    MAX_ERRORS = 100
+
+    @property
+    def errors(self) -> list[MonitorHookError]:
+        """The failures of this monitor's hooks, oldest first (at most :attr:`MAX_ERRORS`).
+
+        A hook fails when the ``logger``, the ``include`` predicate or the ``clock`` it was given
+        raises (or, should it happen, the monitor's own code).  The IRP is never the worse for
+        it: the monitor stops watching that IRP (its other watchers, a verifier, go on), keeps
+        the failure here with the original exception as ``__cause__``, and reports the first one
+        through :func:`sys.unraisablehook` (a ``PytestUnraisableExceptionWarning`` under pytest,
+        a traceback on stderr otherwise).  A failure in :meth:`watch` only loses that event.
+        """
+        return list(self._errors)
+
+    def _hook_failed(self, hook: str, irp: Irp, error: Exception) -> None:
+        # Never raises: the IRP's own path (call_driver, the completion walk) is below us.
+        try:
+            if hook == "watch":
+                consequence = "that event was not recorded; the IRP went on"
+            elif set_aside(irp, self):
+                consequence = "the monitor stopped watching that IRP, which went on"
+            else:
+                return  # already set aside for this IRP: one report per IRP
+            failure = MonitorHookError(self, hook, irp, error, consequence)
+            if len(self._errors) >= self.MAX_ERRORS:
+                self._errors_dropped += 1
+                return
+            self._errors.append(failure)
+            if len(self._errors) == 1:
+                report_hook_error(failure)
+        except Exception:
+            pass
+
     # -- hooks called by the machine, the shell and the I/O manager -----------------------------------
 
     def watch(self, irp: Irp) -> Irp:
@@ -673,151 +712,190 @@ class IrpMonitor:
 
         It also picks up the running event loop's clock, once per loop.
         """
-        irp._monitor = self
-        if not irp._trace_id:
-            irp._trace_id = next(self._ids)
-        if self._clock is None:
-            loop = _get_running_loop()
-            if loop is None:
-                self._now = _run_clock()
-            elif loop is not self._loop:
-                self._loop = loop
-                self._now = loop.time
-        kind = irp.__dict__.get(_KIND_KEY)
-        if kind is not None:
-            # A driver's own IRP (allocate_irp, a build helper, a pool): remember who made it.
-            owner = getattr(kind.allocator, "owner", None)
-            ring = self._ring if self._ring is not None else self._ring_of(None)
-            ring.append((_ALLOCATE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, getattr(owner, "name", None), None))
-            if self._eager:
-                self._keep_eagerly(ring)
-        return irp
+        try:
+            irp._monitor = self
+            if not irp._trace_id:
+                irp._trace_id = next(self._ids)
+            if self._clock is None:
+                loop = _get_running_loop()
+                if loop is None:
+                    self._now = _run_clock()
+                elif loop is not self._loop:
+                    self._loop = loop
+                    self._now = loop.time
+            kind = irp.__dict__.get(_KIND_KEY)
+            if kind is not None:
+                # A driver's own IRP (allocate_irp, a build helper, a pool): remember who made it.
+                owner = getattr(kind.allocator, "owner", None)
+                ring = self._ring if self._ring is not None else self._ring_of(None)
+                ring.append((_ALLOCATE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, getattr(owner, "name", None), None))
+                if self._eager:
+                    self._keep_eagerly(ring)
+            return irp
+        except Exception as error:
+            self._hook_failed("watch", irp, error)
+            return irp
 
     def linked(self, child: Irp, parent: Irp) -> None:
-        index = parent._index
-        device = parent._stack[index].device if index < parent.stack_count else None
-        if device is not None and self._device_filter is not None and not self._kept_device(device):
-            return
-        ring = self._ring if self._ring is not None else self._ring_of(device)
-        ring.append((_LINK, next(self._seq), child._trace_id, self._now(), device, child._index, None, 0, parent._trace_id, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            index = parent._index
+            device = parent._stack[index].device if index < parent.stack_count else None
+            if device is not None and self._device_filter is not None and not self._kept_device(device):
+                return
+            ring = self._ring if self._ring is not None else self._ring_of(device)
+            ring.append((_LINK, next(self._seq), child._trace_id, self._now(), device, child._index, None, 0, parent._trace_id, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("linked", child, error)
 
     def dispatching(self, irp: Irp, device: DeviceObject) -> None:
-        if self._device_filter is not None and not self._kept_device(device):
-            return
-        index = irp._index
-        loc = irp._stack[index]
-        major = loc.major
-        if self.majors is not None and major not in self.majors:
-            return
-        ring = self._ring
-        if ring is None:
-            ring = self._ring_of(device)
-        ring.append((_DISPATCH, next(self._seq), irp._trace_id, self._now(), device, index, None, 0, major, loc.completion_routine))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            if self._device_filter is not None and not self._kept_device(device):
+                return
+            index = irp._index
+            loc = irp._stack[index]
+            major = loc.major
+            if self.majors is not None and major not in self.majors:
+                return
+            ring = self._ring
+            if ring is None:
+                ring = self._ring_of(device)
+            ring.append((_DISPATCH, next(self._seq), irp._trace_id, self._now(), device, index, None, 0, major, loc.completion_routine))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("dispatching", irp, error)
 
     def dispatched(self, irp: Irp, device: DeviceObject, status: NtStatus) -> NtStatus:
-        if self._device_filter is not None and not self._kept_device(device):
+        try:
+            if self._device_filter is not None and not self._kept_device(device):
+                return status
+            ring = self._ring
+            if ring is None:
+                ring = self._ring_of(device)
+            ring.append((_RETURN, next(self._seq), irp._trace_id, self._now(), device, -1, status, irp.information, irp._index > irp.stack_count, None))
+            if self._eager:
+                self._keep_eagerly(ring)
             return status
-        ring = self._ring
-        if ring is None:
-            ring = self._ring_of(device)
-        ring.append((_RETURN, next(self._seq), irp._trace_id, self._now(), device, -1, status, irp.information, irp._index > irp.stack_count, None))
-        if self._eager:
-            self._keep_eagerly(ring)
-        return status
+        except Exception as error:
+            self._hook_failed("dispatched", irp, error)
+            return status
 
     def queued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
-        if self._device_filter is not None and not self._kept_device(device):
-            return
-        ring = self._ring if self._ring is not None else self._ring_of(device)
-        ring.append((_QUEUED, next(self._seq), irp._trace_id, self._now(), device, irp._index, None, 0, queue, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            if self._device_filter is not None and not self._kept_device(device):
+                return
+            ring = self._ring if self._ring is not None else self._ring_of(device)
+            ring.append((_QUEUED, next(self._seq), irp._trace_id, self._now(), device, irp._index, None, 0, queue, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("queued", irp, error)
 
     def dequeued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
-        if self._device_filter is not None and not self._kept_device(device):
-            return
-        ring = self._ring if self._ring is not None else self._ring_of(device)
-        ring.append((_DEQUEUED, next(self._seq), irp._trace_id, self._now(), device, irp._index, None, 0, queue, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            if self._device_filter is not None and not self._kept_device(device):
+                return
+            ring = self._ring if self._ring is not None else self._ring_of(device)
+            ring.append((_DEQUEUED, next(self._seq), irp._trace_id, self._now(), device, irp._index, None, 0, queue, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("dequeued", irp, error)
 
     def completing(self, irp: Irp) -> None:
-        index = irp._index
-        device = irp._stack[index].device if index < irp.stack_count else None
-        if device is not None and self._device_filter is not None and not self._kept_device(device):
-            return
-        ring = self._ring
-        if ring is None:
-            ring = self._ring_of(device)
-        ring.append((_COMPLETE, next(self._seq), irp._trace_id, self._now(), device, index, irp.status, irp.information, None, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            index = irp._index
+            device = irp._stack[index].device if index < irp.stack_count else None
+            if device is not None and self._device_filter is not None and not self._kept_device(device):
+                return
+            ring = self._ring
+            if ring is None:
+                ring = self._ring_of(device)
+            ring.append((_COMPLETE, next(self._seq), irp._trace_id, self._now(), device, index, irp.status, irp.information, None, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("completing", irp, error)
 
     def routine_ran(self, irp: Irp, owner: DeviceObject | None, routine: object, result: int) -> None:
-        if owner is not None and self._device_filter is not None and not self._kept_device(owner):
-            return
-        ring = self._ring
-        if ring is None:
-            ring = self._ring_of(owner)
-        ring.append((_ROUTINE, next(self._seq), irp._trace_id, self._now(), owner, irp._index, result, irp.information, routine, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            if owner is not None and self._device_filter is not None and not self._kept_device(owner):
+                return
+            ring = self._ring
+            if ring is None:
+                ring = self._ring_of(owner)
+            ring.append((_ROUTINE, next(self._seq), irp._trace_id, self._now(), owner, irp._index, result, irp.information, routine, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("routine_ran", irp, error)
 
     def completed(self, irp: Irp) -> None:
-        # The dispatch routines of a synchronously completed IRP have not returned yet: their
-        # locations stay open (in the record builder) until their "return" events.
-        ring = self._ring
-        if ring is None:
-            ring = self._ring_of(None)
-        ring.append((_DONE, next(self._seq), irp._trace_id, self._now(), None, irp.stack_count, irp.status, irp.information, irp.pending_returned, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            # The dispatch routines of a synchronously completed IRP have not returned yet: their
+            # locations stay open (in the record builder) until their "return" events.
+            ring = self._ring
+            if ring is None:
+                ring = self._ring_of(None)
+            ring.append((_DONE, next(self._seq), irp._trace_id, self._now(), None, irp.stack_count, irp.status, irp.information, irp.pending_returned, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("completed", irp, error)
 
     def cancelled(self, irp: Irp, routine: object, reason: str | None) -> None:
-        index = irp._index
-        device = irp._stack[index].device if index < irp.stack_count else None
-        if device is not None and self._device_filter is not None and not self._kept_device(device):
-            return
-        ring = self._ring if self._ring is not None else self._ring_of(device)
-        ring.append((_CANCEL, next(self._seq), irp._trace_id, self._now(), device, index, None, irp.information, routine, reason))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            index = irp._index
+            device = irp._stack[index].device if index < irp.stack_count else None
+            if device is not None and self._device_filter is not None and not self._kept_device(device):
+                return
+            ring = self._ring if self._ring is not None else self._ring_of(device)
+            ring.append((_CANCEL, next(self._seq), irp._trace_id, self._now(), device, index, None, irp.information, routine, reason))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("cancelled", irp, error)
 
     def freed(self, irp: Irp) -> None:
-        ring = self._ring if self._ring is not None else self._ring_of(None)
-        ring.append((_FREE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, irp.information, None, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+        try:
+            ring = self._ring if self._ring is not None else self._ring_of(None)
+            ring.append((_FREE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, irp.information, None, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("freed", irp, error)
 
     def reused(self, irp: Irp) -> None:
-        ring = self._ring if self._ring is not None else self._ring_of(None)
-        creator: object = None
-        if ring:
-            # watch() has just recorded the reinitialised IRP as newly allocated: it is a reuse.
-            last = ring[-1]
-            if isinstance(last, TraceRecord):
-                if last.irp == irp._trace_id and last.event == "allocate":
+        try:
+            ring = self._ring if self._ring is not None else self._ring_of(None)
+            creator: object = None
+            if ring:
+                # watch() has just recorded the reinitialised IRP as newly allocated: it is a reuse.
+                last = ring[-1]
+                if isinstance(last, TraceRecord):
+                    if last.irp == irp._trace_id and last.event == "allocate":
+                        ring.pop()
+                        creator = last.creator
+                elif last[2] == irp._trace_id and last[0] == _ALLOCATE:
                     ring.pop()
-                    creator = last.creator
-            elif last[2] == irp._trace_id and last[0] == _ALLOCATE:
-                ring.pop()
-                creator = last[8]
-        if creator is None:
-            # Reused by a driver while it works on a request: that layer made it.
-            parent = current_request.get()
-            if parent is not None and parent._index < parent.stack_count:
-                creator = _label(parent._stack[parent._index].device)
-        ring.append((_REUSE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, creator, None))
-        if self._eager:
-            self._keep_eagerly(ring)
+                    creator = last[8]
+            if creator is None:
+                # Reused by a driver while it works on a request: that layer made it.
+                parent = current_request.get()
+                if parent is not None and parent._index < parent.stack_count:
+                    creator = _label(parent._stack[parent._index].device)
+            ring.append((_REUSE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, creator, None))
+            if self._eager:
+                self._keep_eagerly(ring)
+        except Exception as error:
+            self._hook_failed("reused", irp, error)
 
     def __repr__(self) -> str:
         kept = len(self._ring) if self._ring is not None else sum(len(r) for r in self._rings.values())
-        return f"<IrpMonitor {kept} events kept>"
+        failed = len(self._errors) + self._errors_dropped
+        return f"<IrpMonitor {kept} events kept, {failed} hook failure(s)>" if failed else f"<IrpMonitor {kept} events kept>"
 
 
 # -- summaries ---------------------------------------------------------------------------------------------

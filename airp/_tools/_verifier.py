@@ -37,8 +37,10 @@ driver which reads them right after ``call_driver`` breaks every time rather tha
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
@@ -55,7 +57,7 @@ from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._driver import Driver
 from .._machine._irp import _UNUSED, Irp
-from .._machine._monitor import current_request
+from .._machine._monitor import HookChain, MonitorHookError, current_request, report_hook_error, set_aside
 from .._machine._status import (
     STATUS_MORE_PROCESSING_REQUIRED,
     STATUS_NOT_SUPPORTED,
@@ -117,22 +119,26 @@ _RULES: dict[int, str] = {
 class VerifierViolation:
     """One rule a verified driver broke.
 
-    :ivar code: the Driver Verifier code (parameter 1 of bug check 0xC9).
+    :ivar code: the Driver Verifier code (parameter 1 of bug check 0xC9), or, for a violation
+        reported with another bug check, that bug check's code (0xD5 for a write to a completed
+        IRP: :data:`~airp.Verifier.WRITE_AFTER_COMPLETION`).
     :ivar rule: the rule, in a sentence.
     :ivar irp: the IRP.
     :ivar device: the device whose driver broke the rule (``None`` if not known).
     :ivar driver: that driver.
-    :ivar parameters: the four bug check parameters, ``(code, irp, ..., ...)``.
+    :ivar parameters: the four bug check parameters (``(code, irp, ..., ...)`` for 0xC9).
     :ivar message: the bug check's message, naming all of the above.
+    :ivar bug_check: the bug check code raised for it: 0xC9 (the default), or 0xD5.
     """
 
-    code: VerifierCode
+    code: VerifierCode | int
     rule: str
     irp: Irp
     device: DeviceObject | None
     driver: Driver | None
     parameters: tuple[Any, Any, Any, Any]
     message: str
+    bug_check: int = BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,10 @@ class VerifierStatistics:
     :ivar outstanding: watched IRPs not completed now.
     :ivar allocation_attempts: allocations its low-resources simulation has seen.
     :ivar allocation_failures: allocations it failed.
+    :ivar irps_tracked: IRPs it holds a record of now: those in flight (sent and not yet completed
+        or handed back, or watched and not yet sent).  It goes back down as IRPs complete, also
+        those whose dispatch routine raised or was cancelled, so that it stays flat over a long
+        run; an IRP that never completes stays, and :meth:`Verifier.check` reports it.
     """
 
     irps_watched: int
@@ -191,6 +201,60 @@ class VerifierStatistics:
     outstanding: int
     allocation_attempts: int
     allocation_failures: int
+    irps_tracked: int = 0
+
+
+#: Bug check 0xD5, DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL (not in airp.BugCheckCode yet).
+_WRITE_AFTER_COMPLETION = 0xD5
+_TOUCH_RULE = "wrote to an IRP after it completed"
+
+
+class _CompletedIrp(Irp):
+    """An IRP the verifier watched to its completion: writing ``status`` or ``information`` now is
+    a driver writing to an IRP that the I/O manager has handed back and, in Windows, freed.
+
+    The verifier swaps a completed IRP's class to this one (no field is added: the layout is the
+    IRP's), so that an IRP no verifier watches keeps the plain slots, with nothing on their path.
+    Reusing the IRP (``reuse_irp``, a pool, a lookaside list) rewinds it first, after which writes
+    are allowed again; the verifier swaps the class back when it watches it anew.
+    """
+
+    __slots__ = ()
+
+    @property
+    def status(self) -> int:
+        value: int = _STATUS_SLOT.__get__(self, Irp)
+        return value
+
+    @status.setter
+    def status(self, value: int) -> None:
+        if self._index > self.stack_count:
+            _touched(self, "status", value)
+        _STATUS_SLOT.__set__(self, value)
+
+    @property
+    def information(self) -> int:
+        value: int = _INFORMATION_SLOT.__get__(self, Irp)
+        return value
+
+    @information.setter
+    def information(self, value: int) -> None:
+        if self._index > self.stack_count:
+            _touched(self, "information", value)
+        _INFORMATION_SLOT.__set__(self, value)
+
+
+_STATUS_SLOT: Any = Irp.__dict__["status"]
+_INFORMATION_SLOT: Any = Irp.__dict__["information"]
+
+
+def _touched(irp: Irp, field: str, value: object) -> None:
+    """A write to *field* of a completed IRP: the verifiers watching it report it (and raise)."""
+    hooks = irp._monitor
+    watchers = hooks.hooks if isinstance(hooks, HookChain) else (hooks,)
+    for watcher in watchers:
+        if isinstance(watcher, Verifier):
+            watcher._write_after_completion(irp, field, value)
 
 
 class VerificationFailed(AssertionError):  # noqa: N818 - a test failure, named as pytest's are
@@ -198,7 +262,8 @@ class VerificationFailed(AssertionError):  # noqa: N818 - a test failure, named 
 
     :ivar violations: the :class:`VerifierViolation` records.
     :ivar outstanding: the :class:`OutstandingIrp` records.
-    :ivar errors: exceptions raised by completions the verifier ran later (forced pending).
+    :ivar errors: exceptions raised by completions the verifier ran later (forced pending), and
+        the verifier's own failures (its clock, its hooks).
     """
 
     def __init__(
@@ -218,7 +283,7 @@ class VerificationFailed(AssertionError):  # noqa: N818 - a test failure, named 
             lines.append(f"{len(outstanding)} IRP(s) outstanding (never completed):")
             lines.extend(f"  - {o}" for o in outstanding)
         if errors:
-            lines.append(f"{len(errors)} error(s) in completions it deferred:")
+            lines.append(f"{len(errors)} error(s) of its own (completions it deferred, its clock, its hooks):")
             lines.extend(f"  - {type(e).__name__}: {e}" for e in errors)
         super().__init__("\n".join(lines))
 
@@ -239,7 +304,10 @@ def _actor() -> DeviceObject | None:
     (``current_request``, which ``call_driver`` resets however the routine ends) is its IRP.
     """
     call = _acting.get()
-    if call is None or current_request.get() is not call.irp:
+    if call is None:
+        return None
+    request = current_request.get()
+    if request is None or request is not call.irp():
         return None
     return call.device
 
@@ -304,7 +372,8 @@ class _Call:
         sequence: int,
         due: list[BugCheck],
     ) -> None:
-        self.irp = irp
+        # Weak: a call left in the task's context by a routine that raised must not keep its IRP.
+        self.irp = weakref.ref(irp)
         self.due = due
         self.device = device
         self.index = index
@@ -417,6 +486,9 @@ def _loop_running() -> bool:
     return True
 
 
+_verifier_numbers = itertools.count(1)
+
+
 class _RunClock:
     """``anyio.current_time()`` while a loop runs, else ``time.monotonic()``; once a run has
     ended (a fixture's teardown), the last time read from its loop, so that "held for" stays on
@@ -469,7 +541,9 @@ class Verifier:
     :param raise_on_violation: raise the bug check where the violation happens (the default);
         with ``False`` violations are only recorded in :attr:`violations`.
     :param clock: what "now" is for IRP tracking (default: ``anyio.current_time()`` when a loop
-        runs, else ``time.monotonic()``).
+        runs, else ``time.monotonic()``).  One that raises is replaced by that default for the rest
+        of the run; the failure is kept in :attr:`errors` (so :meth:`check` fails) and reported
+        once through :func:`sys.unraisablehook`, and no IRP is the worse for it.
     :raises ValueError: for an unknown check code or a probability outside 0.0 to 1.0.
     :raises TypeError: for a driver that is neither a name nor a :class:`~airp.Driver`, or a
         seed that is not an int.
@@ -478,6 +552,10 @@ class Verifier:
 
     #: The codes of the checks a verifier can run.
     CHECKS: frozenset[VerifierCode] = frozenset(VerifierCode(code) for code in _RULES)
+
+    #: Bug check 0xD5, DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL: a driver wrote ``irp.status`` or
+    #: ``irp.information`` after the IRP completed.  Accepted in *checks* with the codes above.
+    WRITE_AFTER_COMPLETION = _WRITE_AFTER_COMPLETION
 
     def __init__(
         self,
@@ -503,15 +581,21 @@ class Verifier:
                     self._objects.add(id(driver))
                 else:
                     raise TypeError(f"Verifier(drivers=...) takes driver names or airp.Driver objects, got {driver!r}")
+        self._touch_check = True
         if checks is None:
             self._checks = set(self.CHECKS)
         else:
             self._checks = set()
+            self._touch_check = False
             for code in checks:
+                if code == _WRITE_AFTER_COMPLETION and type(code) is not bool:
+                    self._touch_check = True
+                    continue
                 if code not in self.CHECKS:
                     known = ", ".join(f"{int(c):#x}" for c in sorted(self.CHECKS))
                     raise ValueError(
-                        f"Verifier(checks=...): {code!r} is not a check the verifier has; expected some of {known}"
+                        f"Verifier(checks=...): {code!r} is not a check the verifier has; expected some of {known},"
+                        f" or {_WRITE_AFTER_COMPLETION:#x} (Verifier.WRITE_AFTER_COMPLETION)"
                     )
                 self._checks.add(VerifierCode(code))
         if isinstance(force_pending, bool):
@@ -534,7 +618,11 @@ class Verifier:
         self._rng = random.Random(seed)
         self.violations: list[VerifierViolation] = []
         self._errors: list[BaseException] = []
+        self._reported = False
+        #: The IRPs in flight and what is known of each (an IRP leaves when it completes).
         self._states: dict[Irp, _IrpState] = {}
+        #: Where the record of an IRP that left flight with calls still open is put on the IRP.
+        self._key = f"_airp_verifier_state_{next(_verifier_numbers)}"
         self._sequence = 0
         self._watched = 0
         self._forced = 0
@@ -590,8 +678,28 @@ class Verifier:
     def _state(self, irp: Irp) -> _IrpState:
         state = self._states.get(irp)
         if state is None:
-            state = self._states[irp] = _IrpState()
+            # Back in flight (sent again by its creator, or a dispatch routine returning after
+            # the IRP completed): what was put aside on the IRP, or a fresh record.
+            state = getattr(irp, self._key, None)
+            if state is None:
+                state = _IrpState()
+            else:
+                delattr(irp, self._key)
+            self._states[irp] = state
         return state
+
+    def _settle(self, irp: Irp, state: _IrpState) -> None:
+        """*irp* has left flight (completed, or handed back to its creator): stop tracking it.
+
+        The verifier holds only IRPs in flight, so that what it holds is what :meth:`outstanding`
+        reports and nothing else.  If calls of it are still open (dispatch routines that have not
+        returned: the usual synchronous completion; or routines that raised or were cancelled,
+        which never will), their record goes onto the IRP itself: a routine that returns finds
+        it there, and one that never returns leaves it to be freed with the IRP.
+        """
+        self._states.pop(irp, None)
+        if state.tokens:
+            setattr(irp, self._key, state)
 
     def _on(self, code: VerifierCode, driver: Driver | None) -> bool:
         if code not in self._checks or not self.verifies(driver):
@@ -626,6 +734,99 @@ class Verifier:
         if self.raise_on_violation:
             raise check
 
+    def _now(self) -> float:
+        """The tracking clock; one that raises is replaced by the run's clock for good."""
+        try:
+            return self._clock()
+        except Exception as error:
+            if isinstance(self._clock, _RunClock):
+                raise  # our own clock cannot fail this way; if it does, the hook's guard takes it
+            clock = self._clock
+            self._clock = _RunClock()
+            self._tool_failed(
+                MonitorHookError(
+                    self,
+                    f"clock ({clock!r})",
+                    None,
+                    error,
+                    "the verifier tracks IRPs on the run's clock from now on (held-for times mix the two clocks)",
+                )
+            )
+            return self._clock()
+
+    def _hook_failed(self, hook: str, irp: Irp, error: Exception) -> None:
+        # A failure of the verifier itself (not a violation it found): it must not strand the
+        # IRP, so the verifier stops watching it and forgets it, and the failure is reported.
+        try:
+            if hook == "watch" or set_aside(irp, self):
+                self._states.pop(irp, None)
+                self._tool_failed(
+                    MonitorHookError(
+                        self, hook, irp, error, "the verifier stopped watching that IRP, which went on unchecked"
+                    )
+                )
+        except Exception:
+            pass
+
+    def _tool_failed(self, failure: MonitorHookError) -> None:
+        self._errors.append(failure)
+        if not self._reported:
+            self._reported = True
+            report_hook_error(failure)
+
+    def _write_after_completion(self, irp: Irp, field: str, value: object) -> None:
+        """Bug check 0xD5: a driver wrote *field* of *irp* after it completed.
+
+        Reference 2.9 and 5.6: the I/O manager frees a request when its final stage has run;
+        10.1: under I/O verification IRPs come from special pool, so in Windows the write lands
+        in freed special pool and stops the machine with DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL
+        (parameters: the address, 1 for a write, the writing code, reserved).  airp's IRP is
+        still there, and without the verifier the write would silently change what the
+        requester reads; here it is refused.
+        """
+        actor = _actor()
+        driver = actor.driver if actor is not None else None
+        if actor is not None:
+            if not self.verifies(driver):
+                return
+        elif self._names is not None:
+            return  # written from outside any dispatch routine: which driver did it is unknown
+        self._checks_run[_WRITE_AFTER_COMPLETION] += 1
+        old = _STATUS_SLOT.__get__(irp, Irp) if field == "status" else _INFORMATION_SLOT.__get__(irp, Irp)
+        shown_old = NtStatus(old).name if field == "status" else repr(old)
+        try:
+            shown_new = NtStatus(value).name if field == "status" else repr(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            shown_new = repr(value)
+        who = f"{driver!r} " if driver is not None else ""
+        rule = (
+            f"{who}{_TOUCH_RULE}: irp.{field} = {shown_new} (it completed with {shown_old}); the I/O manager has"
+            " handed the result to the requester and freed the IRP (in Windows the write lands in freed special"
+            f" pool). Set irp.{field} before complete_request"
+        )
+        check = BugCheck(
+            _WRITE_AFTER_COMPLETION,
+            f"DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL: {rule}",
+            parameters=(irp, 1, actor if actor is not None else 0, 0),
+            irp=irp,
+            device=actor,
+            driver=driver,
+        )
+        self.violations.append(
+            VerifierViolation(
+                _WRITE_AFTER_COMPLETION,
+                _TOUCH_RULE,
+                irp,
+                actor,
+                driver,
+                check.parameters,
+                str(check),
+                _WRITE_AFTER_COMPLETION,
+            )
+        )
+        self._found[_WRITE_AFTER_COMPLETION] += 1
+        self._raise(check)
+
     def _schedule(self, deferral: _Deferral) -> None:
         state = self._state(deferral.irp)
         state.deferral = deferral
@@ -648,66 +849,90 @@ class Verifier:
         :param irp: the IRP.
         :returns: *irp*.
         """
-        irp._monitor = self
-        self._watched += 1
-        self._states[irp] = _IrpState()
-        return irp
+        try:
+            irp._monitor = self
+            self._watched += 1
+            self._states[irp] = _IrpState()
+            if type(irp) is _CompletedIrp:
+                irp.__class__ = Irp  # type: ignore[assignment]  # reinitialised for a new request: plain slots again
+            return irp
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("watch", irp, error)
+            return irp
 
     def linked(self, child: Irp, parent: Irp) -> None:
         """*child* was allocated while a driver worked on *parent*: that driver is its creator."""
-        index = parent._index
-        if index < parent.stack_count:
-            self._state(child).creator = parent._stack[index].device
+        try:
+            index = parent._index
+            if index < parent.stack_count:
+                self._state(child).creator = parent._stack[index].device
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("linked", child, error)
 
     def dispatching(self, irp: Irp, device: DeviceObject) -> None:
         """``call_driver`` is about to run *device*'s dispatch routine: the checks on what the
         sender did, and the decision to force pending."""
-        state = self._state(irp)
-        self._sequence += 1
-        index = irp._index
-        n = irp.stack_count
-        stack = irp._stack
-        driver = device.driver
-        if id(driver) not in self._seen_drivers:
-            self._first_sight(driver)
-        previous = state.at.get(index)
-        skipped = previous is not None and previous is not device
-        if skipped:
-            sender: DeviceObject | None = previous
-        elif index + 1 < n:
-            sender = stack[index + 1].device
-        else:
-            sender = state.creator if state.creator is not None else _actor()
-        sender_driver = sender.driver if sender is not None else None
-        loc = stack[index]
-        major = loc.major
-        due: list[BugCheck] = []
-        self._check_send(irp, state, index, sender, sender_driver, skipped, loc, major, due)
-        if due and self.raise_on_violation and due[0].verifier_code in _REFUSING:
-            # Refuse the send, as call_driver's own checks do: the IRP stays where it was.
-            irp._index = index + 1
-            raise due[0]
-        state.dispatches += 1
-        state.at[index] = device
-        state.received[device] = (irp.status, irp.information)
-        state.since = self._clock()
-        state.stop = -1
-        sender_location = index if skipped else index + 1
-        call = _Call(irp, device, index, sender, sender_location, self._sequence, due)
-        call.token = _acting.set(call)
-        state.tokens.append(call)
-        # Forced pending: only for a verified sender, one deferral per location.
-        if (
-            self.force_pending
-            and sender_driver is not None
-            and self.verifies(sender_driver)
-            and state.deferral is None
-            and not isinstance(loc.completion_routine, _Deferral)
-            and (self.force_pending >= 1.0 or self._rng.random() < self.force_pending)
-            and _loop_running()
-        ):
-            self._armed += 1
-            _Deferral(self, irp, index, sender)
+        try:
+            state = self._state(irp)
+            self._sequence += 1
+            index = irp._index
+            n = irp.stack_count
+            stack = irp._stack
+            driver = device.driver
+            if id(driver) not in self._seen_drivers:
+                self._first_sight(driver)
+            previous = state.at.get(index)
+            skipped = previous is not None and previous is not device
+            if skipped:
+                sender: DeviceObject | None = previous
+            elif index + 1 < n:
+                sender = stack[index + 1].device
+            else:
+                sender = state.creator if state.creator is not None else _actor()
+            sender_driver = sender.driver if sender is not None else None
+            loc = stack[index]
+            major = loc.major
+            due: list[BugCheck] = []
+            self._check_send(irp, state, index, sender, sender_driver, skipped, loc, major, due)
+            if due and self.raise_on_violation and due[0].verifier_code in _REFUSING:
+                # Refuse the send, as call_driver's own checks do: the IRP stays where it was.
+                irp._index = index + 1
+                raise due[0]
+            state.dispatches += 1
+            state.at[index] = device
+            state.received[device] = (irp.status, irp.information)
+            state.since = self._now()
+            state.stop = -1
+            sender_location = index if skipped else index + 1
+            call = _Call(irp, device, index, sender, sender_location, self._sequence, due)
+            left = _acting.get()
+            if left is not None and current_request.get() is not left.irp():
+                # The call left here by a dispatch routine that raised or was cancelled (it never
+                # reached ``dispatched``): drop it, or each new call's token would keep the one
+                # before alive, and with it every such IRP this task ever sent.
+                _acting.set(None)
+            call.token = _acting.set(call)
+            state.tokens.append(call)
+            # Forced pending: only for a verified sender, one deferral per location.
+            if (
+                self.force_pending
+                and sender_driver is not None
+                and self.verifies(sender_driver)
+                and state.deferral is None
+                and not isinstance(loc.completion_routine, _Deferral)
+                and (self.force_pending >= 1.0 or self._rng.random() < self.force_pending)
+                and _loop_running()
+            ):
+                self._armed += 1
+                _Deferral(self, irp, index, sender)
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("dispatching", irp, error)
 
     def _check_send(
         self,
@@ -870,83 +1095,108 @@ class Verifier:
     def dispatched(self, irp: Irp, device: DeviceObject, status: NtStatus) -> NtStatus:
         """The dispatch routine of *device* returned *status*: 0x224, and what forced pending
         makes ``call_driver`` return."""
-        state = self._state(irp)
-        tokens = state.tokens
-        call: _Call | None = None
-        for position in range(len(tokens) - 1, -1, -1):
-            if tokens[position].device is device:
-                call = tokens[position]
-                # Calls after it are those of dispatch routines that raised: gone.
-                del tokens[position:]
-                break
-        if call is None:
-            return status
         try:
-            _acting.reset(call.token)
-        except (ValueError, RuntimeError):
-            _acting.set(tokens[-1] if tokens else None)
-        index = call.index
-        result = status
-        loc = irp._stack[index]
-        routine = loc.completion_routine if loc is not _UNUSED else None
-        deferral = state.deferral
-        if isinstance(routine, _Deferral) and routine.index == index and not routine.ran:
-            # Nothing completed it before the dispatch routine returned: no forcing needed.
-            routine.restore(pending=False)
-        elif deferral is not None and deferral.index == index and not deferral.resumed:
-            if status != _PENDING and not deferral.counted:
-                deferral.counted = True
-                self._forced += 1
-            result = STATUS_PENDING
-        if result == _PENDING and call.sender is not None and not irp.completed:
-            state.pending_below[call.sender] = call.sender_location
-        if (
-            status != _PENDING
-            and state.stop >= index
-            and self._on(VerifierCode.DISPATCH_STATUS_MISMATCH, device.driver)
-        ):
-            expected = None
-            for seq, at, st in state.snapshots:
-                if seq > call.sequence and at <= index:
-                    expected = st
-            if expected is not None and int(expected) != int(status):
-                self._raise(
-                    self._violation(
-                        VerifierCode.DISPATCH_STATUS_MISMATCH,
-                        irp,
-                        device,
-                        f"it returned {status.name} but the IRP passed its location with {NtStatus(expected).name}",
-                        status,
-                        expected,
+            state = self._states.get(irp)
+            if state is None:
+                if getattr(irp, self._key, None) is None:
+                    return status  # not tracked (set aside after a failure of the verifier's own)
+                state = self._state(irp)
+            tokens = state.tokens
+            call: _Call | None = None
+            for position in range(len(tokens) - 1, -1, -1):
+                if tokens[position].device is device:
+                    call = tokens[position]
+                    # Calls after it are those of dispatch routines that raised: gone.
+                    del tokens[position:]
+                    break
+            if call is None:
+                return status
+            try:
+                _acting.reset(call.token)
+            except (ValueError, RuntimeError):
+                _acting.set(tokens[-1] if tokens else None)
+            index = call.index
+            result = status
+            loc = irp._stack[index]
+            routine = loc.completion_routine if loc is not _UNUSED else None
+            deferral = state.deferral
+            if isinstance(routine, _Deferral) and routine.index == index and not routine.ran:
+                # Nothing completed it before the dispatch routine returned: no forcing needed.
+                routine.restore(pending=False)
+            elif deferral is not None and deferral.index == index and not deferral.resumed:
+                if status != _PENDING and not deferral.counted:
+                    deferral.counted = True
+                    self._forced += 1
+                result = STATUS_PENDING
+            if result == _PENDING and call.sender is not None and not irp.completed:
+                state.pending_below[call.sender] = call.sender_location
+            if (
+                status != _PENDING
+                and state.stop >= index
+                and self._on(VerifierCode.DISPATCH_STATUS_MISMATCH, device.driver)
+            ):
+                expected = None
+                for seq, at, st in state.snapshots:
+                    if seq > call.sequence and at <= index:
+                        expected = st
+                if expected is not None and int(expected) != int(status):
+                    self._raise(
+                        self._violation(
+                            VerifierCode.DISPATCH_STATUS_MISMATCH,
+                            irp,
+                            device,
+                            f"it returned {status.name} but the IRP passed its location with {NtStatus(expected).name}",
+                            status,
+                            expected,
+                        )
                     )
-                )
-        if not tokens and (irp.completed or irp._index >= irp.stack_count) and state.deferral is None:
-            self._states.pop(irp, None)
-        if call.due and self.raise_on_violation:
-            raise call.due[0]
-        return result
+            if irp._index >= irp.stack_count and (state.deferral is None or irp.completed):
+                self._settle(irp, state)
+            if call.due and self.raise_on_violation:
+                raise call.due[0]
+            return result
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("dispatched", irp, error)
+            return status
 
     def queued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
         """*irp* entered a queue of *device*."""
-        state = self._state(irp)
-        state.queued = (device, irp._index)
-        state.since = self._clock()
+        try:
+            state = self._state(irp)
+            state.queued = (device, irp._index)
+            state.since = self._now()
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("queued", irp, error)
 
     def dequeued(self, irp: Irp, device: DeviceObject, queue: str | None) -> None:
         """*irp* left that queue for its driver."""
-        self._state(irp).queued = None
+        try:
+            self._state(irp).queued = None
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("dequeued", irp, error)
 
     def completing(self, irp: Irp) -> None:
         """``complete_request`` begins: 0x209, 0x307, 0x239, 0x23B, 0x216; the first snapshot for 0x224."""
-        state = self._state(irp)
-        self._sequence += 1
-        index = irp._index
-        n = irp.stack_count
-        if not state.resuming:
-            self._check_completion(irp, state, index, n)
-        state.snapshots.append((self._sequence, index, irp.status))
-        state.stop = max(state.stop, index)
-        state.queued = None
+        try:
+            state = self._state(irp)
+            self._sequence += 1
+            index = irp._index
+            n = irp.stack_count
+            if not state.resuming:
+                self._check_completion(irp, state, index, n)
+            state.snapshots.append((self._sequence, index, irp.status))
+            state.stop = max(state.stop, index)
+            state.queued = None
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("completing", irp, error)
 
     def _check_completion(self, irp: Irp, state: _IrpState, index: int, n: int) -> None:
         actor = _actor()
@@ -1049,39 +1299,46 @@ class Verifier:
 
     def routine_ran(self, irp: Irp, owner: DeviceObject | None, routine: object, result: int) -> None:
         """A completion routine returned: 0x228, and where the walk is (for 0x224 and 0x307)."""
-        state = self._state(irp)
-        self._sequence += 1
-        index = irp._index
-        n = irp.stack_count
-        state.snapshots.append((self._sequence, index, irp.status))
-        state.stop = max(state.stop, index)
-        self._passed(state, index - 1)
-        if (
-            result != _SMPR
-            and owner is not None
-            and index < n
-            and irp.pending_returned
-            and not irp._stack[index].control & _PENDING_RETURNED
-            and self._on(VerifierCode.PENDING_NOT_PROPAGATED, owner.driver)
-        ):
-            name = getattr(routine, "__qualname__", None) or repr(routine)
-            # Raised where it strands nothing: at the end of the walk (completed, or a routine
-            # that stops it); the walk itself must finish first.
-            state.violations_due.append(
-                self._violation(
-                    VerifierCode.PENDING_NOT_PROPAGATED,
-                    irp,
-                    owner,
-                    f"routine {name} ran with irp.pending_returned set and returned without irp.mark_pending();"
-                    " a routine that does not return STATUS_MORE_PROCESSING_REQUIRED must do"
-                    " 'if irp.pending_returned: irp.mark_pending()'",
-                    routine,
+        try:
+            state = self._state(irp)
+            self._sequence += 1
+            index = irp._index
+            n = irp.stack_count
+            state.snapshots.append((self._sequence, index, irp.status))
+            state.stop = max(state.stop, index)
+            self._passed(state, index - 1)
+            if (
+                result != _SMPR
+                and owner is not None
+                and index < n
+                and irp.pending_returned
+                and not irp._stack[index].control & _PENDING_RETURNED
+                and self._on(VerifierCode.PENDING_NOT_PROPAGATED, owner.driver)
+            ):
+                name = getattr(routine, "__qualname__", None) or repr(routine)
+                # Raised where it strands nothing: at the end of the walk (completed, or a routine
+                # that stops it); the walk itself must finish first.
+                state.violations_due.append(
+                    self._violation(
+                        VerifierCode.PENDING_NOT_PROPAGATED,
+                        irp,
+                        owner,
+                        f"routine {name} ran with irp.pending_returned set and returned without irp.mark_pending();"
+                        " a routine that does not return STATUS_MORE_PROCESSING_REQUIRED must do"
+                        " 'if irp.pending_returned: irp.mark_pending()'",
+                        routine,
+                    )
                 )
-            )
-        if result == _SMPR:
-            if index >= n:
-                state.at.clear()
-            self._raise_due(irp, state)
+            if result == _SMPR:
+                if index >= n:
+                    state.at.clear()
+                    if state.deferral is None:
+                        self._settle(irp, state)  # handed back to its creator
+                self._raise_due(irp, state)
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("routine_ran", irp, error)
 
     def _passed(self, state: _IrpState, index: int) -> None:
         """The walk has processed location *index*: forget what lies at or below it."""
@@ -1105,30 +1362,52 @@ class Verifier:
     def completed(self, irp: Irp) -> None:
         """The walk reached the top: the IRP is no longer tracked (once no dispatch routine of it
         is still running)."""
-        state = self._states.get(irp)
-        if state is None:
-            return
-        state.stop = irp.stack_count
-        state.at.clear()
-        state.pending_below.clear()
-        if not state.tokens:
-            del self._states[irp]
-        self._raise_due(irp, state)
+        try:
+            state = self._states.get(irp)
+            if state is None:
+                return
+            state.stop = irp.stack_count
+            state.at.clear()
+            state.pending_below.clear()
+            self._settle(irp, state)
+            if self._touch_check and type(irp) is Irp:
+                # From now on a write to its status or information is a write to a freed IRP.
+                irp.__class__ = _CompletedIrp
+            self._raise_due(irp, state)
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("completed", irp, error)
 
     def cancelled(self, irp: Irp, routine: object, reason: str | None) -> None:
         """``cancel_irp``: a cancel routine takes the IRP out of its queue itself."""
-        state = self._states.get(irp)
-        if state is not None and routine is not None:
-            state.queued = None
+        try:
+            state = self._states.get(irp)
+            if state is not None and routine is not None:
+                state.queued = None
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("cancelled", irp, error)
 
     def freed(self, irp: Irp) -> None:
         """The IRP was freed: no longer tracked."""
-        self._states.pop(irp, None)
+        try:
+            self._states.pop(irp, None)
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("freed", irp, error)
 
     def reused(self, irp: Irp) -> None:
         """The IRP was reinitialised for a new request: tracked afresh."""
-        if irp in self._states:
-            self._states[irp] = _IrpState()
+        try:
+            if irp in self._states:
+                self._states[irp] = _IrpState()
+        except BugCheck:
+            raise
+        except Exception as error:
+            self._hook_failed("reused", irp, error)
 
     # -- results -------------------------------------------------------------------------------
 
@@ -1138,7 +1417,7 @@ class Verifier:
 
         :returns: the records, in the order the IRPs were first watched.
         """
-        now = self._clock()
+        now = self._now()
         found = []
         for irp, state in self._states.items():
             index = irp._index
@@ -1166,8 +1445,14 @@ class Verifier:
     def check(self) -> None:
         """Raise if anything went wrong: the end-of-run report (a fixture's teardown calls it).
 
+        An IRP that no driver completed is reported even when nothing but the verifier still
+        refers to it (a dispatch routine that marked it pending, or queued it, and then raised or
+        was cancelled, and the queue that lost it): the verifier holds every IRP in flight for
+        this.  IRPs that completed are not held, whatever their dispatch routines did.
+
         :raises VerificationFailed: listing every violation, every outstanding IRP (the device and
-            driver holding it, for how long) and every error of a completion the verifier deferred.
+            driver holding it, for how long), every error of a completion the verifier deferred
+            and every failure of its own (a ``clock=`` that raised, a hook that failed).
         """
         outstanding = self.outstanding()
         if self.violations or outstanding or self._errors:
@@ -1175,7 +1460,10 @@ class Verifier:
 
     @property
     def errors(self) -> list[BaseException]:
-        """Exceptions raised by completions the verifier ran later (forced pending), oldest first."""
+        """Exceptions raised by completions the verifier ran later (forced pending), and its own
+        failures (:class:`~airp.MonitorHookError`: a ``clock=`` that raised, a hook that failed),
+        oldest first.  A failure of the verifier's own never reaches the IRP: the first is also
+        reported through :func:`sys.unraisablehook` (a warning under pytest)."""
         return list(self._errors)
 
     def statistics(self) -> VerifierStatistics:
@@ -1193,6 +1481,7 @@ class Verifier:
             outstanding=len(self.outstanding()),
             allocation_attempts=simulation.attempts if simulation is not None else 0,
             allocation_failures=len(simulation.failures) if simulation is not None else 0,
+            irps_tracked=len(self._states),
         )
 
     def __repr__(self) -> str:
