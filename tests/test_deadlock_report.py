@@ -411,3 +411,65 @@ def test_an_irp_pended_forever_is_outstanding_with_the_device_that_holds_it(back
     assert "1 request(s) still outstanding" in message
     assert f"{read!r} held by {lower!r} (driver {lower.driver!r})" in message
     assert "no request is outstanding" not in message
+
+
+# -- 5. a driver's own IRPs, from a pool and from an allocator ------------------------------------
+
+
+class Sink(OpenClose):
+    """Pends every READ and never completes it."""
+
+    @airp.dispatch(IrpMajor.READ)
+    async def read(self, device: DeviceObject, irp: Irp) -> int:
+        irp.mark_pending()
+        return STATUS_PENDING
+
+
+class Sender(OpenClose):
+    """Sends READs of its own to the device below: one from an IrpPool, one from an IrpAllocator."""
+
+    def __init__(self) -> None:
+        super().__init__("sender")
+        self.allocator = airp.IrpAllocator(owner=self)
+
+    async def send_own_irps(self, device: DeviceObject) -> list[Irp]:
+        lower = device.lower_device
+        assert lower is not None
+        pool = airp.IrpPool(device)
+        pooled = pool.get()
+        allocated = self.allocator.allocate_irp(lower.stack_size)
+        assert pooled is not None
+        assert allocated is not None
+        for irp in (pooled, allocated):
+            irp.next_stack_location.major = IrpMajor.READ
+            irp.next_stack_location.parameters = airp.ReadWriteParameters(4, 0)
+            assert await airp.send_irp(lower, irp) == STATUS_PENDING
+        return [pooled, allocated]
+
+
+@BACKENDS
+def test_a_drivers_own_irps_are_reported(backend: str) -> None:
+    """A driver's own IRPs stuck below: the pooled one is listed with the device holding it, the
+    allocated one (an allocator counts its IRPs, it does not keep them) as a count."""
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        io = airp.IoManager()
+        sender = Sender()
+        bottom = io.create_device(Sink("sink"), "\\Device\\Sink")
+        top = io.create_device(sender, "\\Device\\Sender")
+        airp.attach_device(top, bottom)
+        async with io.open("\\Device\\Sender"):
+            seen["irps"] = await sender.send_own_irps(top)
+            seen["bottom"] = bottom
+            seen["allocator"] = repr(sender.allocator)
+            seen["sender"] = repr(sender)
+            await anyio.Event().wait()
+
+    with pytest.raises(VirtualTimeDeadlock) as caught:
+        run_guarded(backend, main)
+    error = caught.value
+    pooled, _allocated = seen["irps"]
+    assert error.outstanding == [(pooled, seen["bottom"])]
+    assert error.waits == [f"{seen['sender']} has 1 IRP(s) of its own out from {seen['allocator']}"]
+    assert "no request is outstanding" not in str(error)

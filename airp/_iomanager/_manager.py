@@ -560,6 +560,20 @@ class IoManager:
         for irp in self.pnp.in_flight:
             if not irp.completed:
                 findings.outstanding.append((irp, holding_device(irp)))
+        # The drivers' own IRPs: a pool knows the IRPs it has out, an allocator only how many.
+        drivers = {id(d): d for d in self.pnp.drivers.values()}
+        drivers.update((id(device.driver), device.driver) for device in self._names.values())
+        for driver in drivers.values():
+            pooled: dict[int, int] = {}
+            for pool in list(getattr(driver, "_irp_pools", ())):
+                out = pool.in_use
+                findings.outstanding.extend((irp, holding_device(irp)) for irp in out if not irp.completed)
+                if pool.allocator is not None:
+                    pooled[id(pool.allocator)] = pooled.get(id(pool.allocator), 0) + len(out)
+            for allocator in list(getattr(driver, "_irp_allocators", ())):
+                count = allocator.statistics().outstanding - pooled.get(id(allocator), 0)
+                if count > 0:
+                    findings.waits.append(f"{driver!r} has {count} IRP(s) of its own out from {allocator!r}")
 
     async def _after_cleanup(self, file_object: FileObject, limit: float | None = None) -> int:
         # Reference 6.5 makes completing the handle's IRPs the driver's job in IRP_MJ_CLEANUP.

@@ -27,6 +27,14 @@ and one ini option:
     ``[pytest]`` / ``[tool.pytest.ini_options]`` section.  ``airp.set_cancel_wait_limit`` inside a
     test and ``IoManager(cancel_wait_limit=...)`` still win over it (precedence in
     ``airp.set_cancel_wait_limit``).
+
+It also keeps one failing test from failing the next ones.  anyio's pytest plugin keeps one test
+runner across tests and forgets it once the last async fixture or test using it is done, after
+closing it; when that close raises (a :class:`~airp.VirtualTimeDeadlock` while the asyncio runner
+cancels the tasks a test left behind or finalizes its async generators), anyio never forgets
+the closed runner, and every later test, on either backend, would fail with "Runner is closed".
+After each test phase the plugin drops such a runner (see :func:`_discard_closed_anyio_runner`),
+so the deadlock fails the test that caused it and the next test gets a new runner.
 """
 
 from __future__ import annotations
@@ -85,6 +93,79 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _previous_limit:
         _set_configured_cancel_wait_limit(_previous_limit.pop())
+
+
+def _discard_closed_anyio_runner() -> bool:
+    """Forget the test runner anyio's pytest plugin failed to forget because closing it raised.
+
+    ``anyio.pytest_plugin.get_runner`` closes its runner when the last lease on it ends and then
+    sets its module's ``_current_runner`` and ``_runner_stack`` to ``None``; but when the close
+    raises, the assignment is skipped, and the next test (asyncio or trio: the runner is shared)
+    is handed the closed runner and fails with ``RuntimeError: Runner is closed``.  Between two
+    test phases no lease is held, so a runner that is still recorded then is that closed one: its
+    close has run to its end (an ``ExitStack`` runs every callback even when one raises), and only
+    the assignment is missing, which this does.  The runner's request stream is closed too, so
+    that its ``__del__`` has nothing to warn about in some later test.
+
+    A no-op when anyio's plugin is not loaded or keeps its state otherwise (another version).
+
+    :returns: True if a closed runner was dropped.
+    """
+    import contextlib
+    import sys
+
+    anyio_plugin: Any = sys.modules.get("anyio.pytest_plugin")
+    if anyio_plugin is None:
+        return False
+    runner = getattr(anyio_plugin, "_current_runner", None)
+    if runner is None or getattr(anyio_plugin, "_runner_leases", None) != 0:
+        return False
+    send_stream = getattr(runner, "_send_stream", None)
+    close = getattr(send_stream, "close", None)
+    if close is not None:
+        # Already closed, or the loop it belonged to is gone: nothing more to do.
+        with contextlib.suppress(Exception):
+            close()
+    anyio_plugin._current_runner = None
+    anyio_plugin._runner_stack = None
+    return True
+
+
+def _after_phase() -> None:
+    if _discard_closed_anyio_runner():
+        import gc
+
+        # What the dropped runner still held (tasks of its closed loop, their coroutines) is
+        # collected now, right after the failing phase, rather than whenever the collector next
+        # runs in some later test: what its finalizers report comes out next to the failure.
+        gc.collect()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    __tracebackhide__ = True
+    try:
+        return (yield)
+    finally:
+        _after_phase()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    __tracebackhide__ = True
+    try:
+        return (yield)
+    finally:
+        _after_phase()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    __tracebackhide__ = True
+    try:
+        return (yield)
+    finally:
+        _after_phase()
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
