@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -538,3 +540,30 @@ def test_asyncio_mixed_sleepers_wake_in_the_order_they_slept() -> None:
         return woke
 
     assert run_guarded("asyncio", main) == [(n, "delay" if n % 2 else "anyio.sleep") for n in range(8)]
+
+
+# -- 8. subprocesses ---------------------------------------------------------------------------------
+
+
+@BACKENDS
+def test_a_subprocess_with_pipes_runs_on_virtual_time(backend: str) -> None:
+    async def main() -> tuple[bytes, float]:
+        result = await anyio.run_process([sys.executable, "-c", "print('from the child')"])
+        await anyio.sleep(3600)  # virtual: the hour passes at once after the child is done
+        return result.stdout, anyio.current_time()
+
+    stdout, now = run_guarded(backend, main)
+    assert stdout.strip() == b"from the child"
+    assert now == 3600.0
+
+
+@BACKENDS
+def test_a_subprocess_without_pipes_is_waited_for_not_a_deadlock(backend: str) -> None:
+    # No pipe is watched: only the child's exit (a waiter thread on asyncio) can wake the run.
+    async def main() -> int | None:
+        process = await anyio.open_process(
+            [sys.executable, "-c", "pass"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return await process.wait()
+
+    assert run_guarded(backend, main) == 0
