@@ -15,8 +15,7 @@ times at rate 1.0.  The same pre-drawn inter-arrival and service times drive eve
   collector task awaits them;
 * ``airp-delay/<backend>``: airp with the new tools: the StartIo routine and the arrivals sleep
   with ``airp.delay``, and each overlapped read gets ``Overlapped.add_done_callback`` recording its
-  time in system when it completes: no task per request and no collector task.  Skipped, with a
-  note, while ``airp.Overlapped`` has no ``add_done_callback``.
+  time in system when it completes: no task per request and no collector task.
 
 Each backend runs on a fresh airp virtual clock per run (``airp.testing.virtual_anyio_backend``).
 
@@ -75,11 +74,6 @@ def draw(count: int, seed: int = 20261202) -> tuple[list[float], list[float]]:
     """Pre-drawn inter-arrival and service times."""
     rng = random.Random(seed)
     return [rng.expovariate(ARRIVAL_RATE) for _ in range(count)], [rng.expovariate(SERVICE_RATE) for _ in range(count)]
-
-
-def has_done_callbacks() -> bool:
-    """Whether ``Overlapped.add_done_callback`` has landed (the airp-delay model needs it)."""
-    return hasattr(airp.Overlapped, "add_done_callback")
 
 
 # -- SimPy -------------------------------------------------------------------------------------------
@@ -214,7 +208,7 @@ async def with_airp_delay(gaps: list[float], services: list[float]) -> list[floa
             await airp.delay(gap)
             arrived = now()
             request = await handle.read_overlapped(0, offset=i)
-            request.add_done_callback(partial(record, i, arrived))  # type: ignore[attr-defined]
+            request.add_done_callback(partial(record, i, arrived))
         # One lane serves in arrival order: once the last read is done, every read is (closing
         # the handle would cancel any still in flight).
         if request is not None:
@@ -292,7 +286,7 @@ async def airp_delay_streaming(count: int, seed: int) -> tuple[float, int, int]:
             await airp.delay(arrivals.expovariate(ARRIVAL_RATE))
             arrived = now()
             request = await handle.read_overlapped(0, offset=i)
-            request.add_done_callback(partial(record, arrived))  # type: ignore[attr-defined]
+            request.add_done_callback(partial(record, arrived))
             if i + 1 in marked:
                 gc.collect()  # what is alive, not the garbage cycles not yet collected
                 marks.append(tracemalloc.get_traced_memory()[0])
@@ -304,11 +298,10 @@ async def airp_delay_streaming(count: int, seed: int) -> tuple[float, int, int]:
 def million(count: int) -> None:
     import tracemalloc
 
-    models: list[tuple[str, Callable[[int, int], Awaitable[tuple[float, int, int]]]]] = [("airp-today", airp_streaming)]
-    if has_done_callbacks():
-        models.append(("airp-delay", airp_delay_streaming))
-    else:
-        print("note: airp.Overlapped has no add_done_callback yet: airp-delay skipped")
+    models: list[tuple[str, Callable[[int, int], Awaitable[tuple[float, int, int]]]]] = [
+        ("airp-today", airp_streaming),
+        ("airp-delay", airp_delay_streaming),
+    ]
     print(f"M/M/1 in airp, {count} requests, streaming (nothing kept per request), tracemalloc on (slows runs ~2x):")
     means: dict[str, float] = {}
     for label, model in models:
@@ -347,17 +340,17 @@ def on_clock(model: Model, backend: str) -> Runner:
     return run
 
 
-#: name -> (runner, needs Overlapped.add_done_callback); the order of a round.
-CONTENDERS: dict[str, tuple[Runner, bool]] = {
-    "simpy": (run_simpy, False),
-    "anyio-sleep/asyncio": (on_clock(plain_anyio, "asyncio"), False),
-    "anyio-delay/asyncio": (on_clock(plain_delay, "asyncio"), False),
-    "airp-today/asyncio": (on_clock(with_airp, "asyncio"), False),
-    "airp-delay/asyncio": (on_clock(with_airp_delay, "asyncio"), True),
-    "anyio-sleep/trio": (on_clock(plain_anyio, "trio"), False),
-    "anyio-delay/trio": (on_clock(plain_delay, "trio"), False),
-    "airp-today/trio": (on_clock(with_airp, "trio"), False),
-    "airp-delay/trio": (on_clock(with_airp_delay, "trio"), True),
+#: name -> runner, in the order of a round.
+CONTENDERS: dict[str, Runner] = {
+    "simpy": run_simpy,
+    "anyio-sleep/asyncio": on_clock(plain_anyio, "asyncio"),
+    "anyio-delay/asyncio": on_clock(plain_delay, "asyncio"),
+    "airp-today/asyncio": on_clock(with_airp, "asyncio"),
+    "airp-delay/asyncio": on_clock(with_airp_delay, "asyncio"),
+    "anyio-sleep/trio": on_clock(plain_anyio, "trio"),
+    "anyio-delay/trio": on_clock(plain_delay, "trio"),
+    "airp-today/trio": on_clock(with_airp, "trio"),
+    "airp-delay/trio": on_clock(with_airp_delay, "trio"),
 }
 
 #: Issue 18's goals: the ratio to SimPy (of the medians of CPU time per request) not to exceed.
@@ -401,7 +394,7 @@ def verdict(name: str, ratio: float | None) -> str:
     if goal is None:
         return NO_GOAL.get(name, "")
     if ratio is None:
-        return f"<= {goal:.1f}x  not measured (no Overlapped.add_done_callback yet)"
+        return f"<= {goal:.1f}x  not measured"
     return f"<= {goal:.1f}x  {'MET' if ratio <= goal else 'MISSED'}"
 
 
@@ -414,13 +407,7 @@ def choose(spec: str | None, parser: argparse.ArgumentParser) -> tuple[list[str]
         unknown = [name for name in chosen if name not in CONTENDERS]
         if unknown:
             parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
-    skipped: list[str] = []
-    if not has_done_callbacks():
-        skipped = [name for name in chosen if CONTENDERS[name][1]]
-        if skipped:
-            print(f"note: airp.Overlapped has no add_done_callback yet: skipping {', '.join(skipped)}")
-        chosen = [name for name in chosen if not CONTENDERS[name][1]]
-    return [name for name in CONTENDERS if name == "simpy" or name in chosen], skipped
+    return [name for name in CONTENDERS if name == "simpy" or name in chosen], []
 
 
 def main() -> None:
@@ -449,13 +436,13 @@ def main() -> None:
     few_gaps, few_services = gaps[:WARM_UP], services[:WARM_UP]
     few_reference = run_simpy(few_gaps, few_services)
     for name in names:
-        check(name, CONTENDERS[name][0](few_gaps, few_services), few_reference)
+        check(name, CONTENDERS[name](few_gaps, few_services), few_reference)
 
     seconds: dict[str, list[float]] = {name: [] for name in names}
     reference: list[float] | None = None
     for _ in range(args.rounds):
         for name in names:
-            cpu, times = cpu_timed(CONTENDERS[name][0], gaps, services)
+            cpu, times = cpu_timed(CONTENDERS[name], gaps, services)
             if reference is None:
                 reference = times  # SimPy's, the first run of the first round
             check(name, times, reference)

@@ -41,8 +41,10 @@ async def delay(seconds: float) -> None:
     clock's own timer heap and woken when its time comes: on asyncio no Future, TimerHandle and
     wake-up Handle are made for it, and on trio no cancel scope with a deadline (whose every
     wake-up is a ``Cancelled`` raised and caught), which makes a simulation's sleeps several times
-    cheaper than ``anyio.sleep``.  On any other clock it is :func:`anyio.sleep`.  Sleepers due at
-    the same instant wake in the order they went to sleep.
+    cheaper than ``anyio.sleep``.  On any other clock it is :func:`anyio.sleep`.  At one instant,
+    on asyncio, sleepers wake in the order they went to sleep (a sleeping task wakes as one in
+    ``asyncio.sleep`` does); on trio, a cancel scope's deadline of the same instant expires first,
+    and trio runs the woken tasks in an order of its choosing.
 
     ``delay(math.inf)`` waits until cancelled, and counts as waiting on nothing when the run looks
     for a deadlock (as ``anyio.sleep_forever`` does).
