@@ -37,12 +37,13 @@ driver which reads them right after ``call_driver`` breaks every time rather tha
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import random
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,16 +55,27 @@ from .._machine._allocation import IrpAllocator, LowResourcesSimulation
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import IrpMajor, PnpMinor, PowerMinor
 from .._machine._completion import complete_request
-from .._machine._device import DeviceObject
+from .._machine._device import DeviceObject, get_attached_device
 from .._machine._driver import Driver
 from .._machine._irp import _UNUSED, Irp
-from .._machine._monitor import HookChain, MonitorHookError, current_request, report_hook_error, set_aside
+from .._machine._monitor import (
+    HookChain,
+    MonitorHookError,
+    MonitorHooks,
+    current_request,
+    report_hook_error,
+    set_aside,
+)
+from .._machine._pnp import PnpState
 from .._machine._status import (
+    STATUS_INTERNAL_ERROR,
     STATUS_MORE_PROCESSING_REQUIRED,
     STATUS_NOT_SUPPORTED,
     STATUS_PENDING,
+    STATUS_SUCCESS,
     NtStatus,
 )
+from .._shell._call import call_driver
 
 if TYPE_CHECKING:
     from .._machine._irp import CompletionRoutine
@@ -79,8 +91,13 @@ __all__ = [
 _SMPR = int(STATUS_MORE_PROCESSING_REQUIRED)
 _PENDING = int(STATUS_PENDING)
 _NOT_SUPPORTED = int(STATUS_NOT_SUPPORTED)
+_INTERNAL_ERROR = int(STATUS_INTERNAL_ERROR)
 _PENDING_RETURNED = 0x01
 _INVOKE_BITS = 0xE0
+
+#: The minor of the PnP IRP the verifier sends every newly started stack: undocumented, so no
+#: driver understands it (Windows' verifier sends the same kind of "bogus" minor).
+_FAKE_PNP_MINOR = 0xFF
 
 #: The majors whose IRPs start as STATUS_NOT_SUPPORTED and go down untouched when not handled.
 _STATUS_RULE_MAJORS = {
@@ -191,6 +208,8 @@ class VerifierStatistics:
         or handed back, or watched and not yet sent).  It goes back down as IRPs complete, also
         those whose dispatch routine raised or was cancelled, so that it stays flat over a long
         run; an IRP that never completes stays, and :meth:`Verifier.check` reports it.
+    :ivar fake_irps_sent: PnP IRPs of a minor no driver understands that it sent to newly started
+        stacks (``fake_pnp_irps``).
     """
 
     irps_watched: int
@@ -202,6 +221,7 @@ class VerifierStatistics:
     allocation_attempts: int
     allocation_failures: int
     irps_tracked: int = 0
+    fake_irps_sent: int = 0
 
 
 #: Bug check 0xD5, DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL (not in airp.BugCheckCode yet).
@@ -478,6 +498,28 @@ def _call_soon(callback: Callable[[], None]) -> None:
     trio.lowlevel.spawn_system_task(run)
 
 
+#: Every task the verifier started on asyncio (the loop keeps only weak references to tasks).
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(async_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run *async_fn* in a task of its own on the running event loop, in an empty context.
+
+    Empty: the task must not inherit the request the caller is working on (``current_request``)
+    or the dispatch routine it is in, or the IRPs it sends would be taken for that driver's.
+    """
+    native = anyio.lowlevel.current_token().native_token
+    empty = contextvars.Context()
+    if isinstance(native, asyncio.AbstractEventLoop):
+        task = empty.run(native.create_task, async_fn())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return
+    import trio  # the only other backend anyio runs on
+
+    empty.run(trio.lowlevel.spawn_system_task, async_fn)
+
+
 def _loop_running() -> bool:
     try:
         anyio.lowlevel.current_token()
@@ -540,6 +582,13 @@ class Verifier:
         first sees one of their devices, and on those given to :meth:`cover`.
     :param raise_on_violation: raise the bug check where the violation happens (the default);
         with ``False`` violations are only recorded in :attr:`violations`.
+    :param fake_pnp_irps: send every newly started PnP stack that has a verified driver a PnP IRP
+        of a minor no driver understands (0xFF), as Windows' Driver Verifier does with I/O
+        verification on: on by default, as there.  It goes from a task of the verifier's, just
+        after IRP_MN_START_DEVICE succeeded, and must come back STATUS_NOT_SUPPORTED: a driver
+        that changes its status or information and passes it down is 0x213 / 0x214, one that
+        completes it with another status 0x23B.  The violation is recorded (:meth:`check` fails)
+        rather than raised, since no call of the caller's is under way; ``False`` sends none.
     :param clock: what "now" is for IRP tracking (default: ``anyio.current_time()`` when a loop
         runs, else ``time.monotonic()``).  One that raises is replaced by that default for the rest
         of the run; the failure is kept in :attr:`errors` (so :meth:`check` fails) and reported
@@ -567,6 +616,7 @@ class Verifier:
         low_resources: LowResourcesSimulation | None = None,
         raise_on_violation: bool = True,
         clock: Callable[[], float] | None = None,
+        fake_pnp_irps: bool = True,
     ) -> None:
         self._names: set[str] | None = None
         self._objects: set[int] = set()
@@ -631,6 +681,8 @@ class Verifier:
         self._found: Counter[int] = Counter()
         self._covered: set[int] = set()
         self._seen_drivers: set[int] = set()
+        self.fake_pnp_irps = bool(fake_pnp_irps)
+        self._fakes_sent = 0
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -773,6 +825,65 @@ class Verifier:
         if not self._reported:
             self._reported = True
             report_hook_error(failure)
+
+    def _after_start(self, irp: Irp) -> None:
+        """*irp* completed successfully: if it was a PnP manager's IRP_MN_START_DEVICE for a stack
+        with a verified driver, send that stack an IRP it does not understand, as Windows' Driver
+        Verifier does to every newly started PnP stack (I/O verification)."""
+        top_location = irp._stack[irp.stack_count - 1]
+        top = top_location.device
+        if (
+            top is None
+            or top_location.major != IrpMajor.PNP
+            or top_location.minor != PnpMinor.START_DEVICE
+            or top.device_node is None
+            or not _loop_running()
+        ):
+            return
+        stack = []
+        device: DeviceObject | None = get_attached_device(top)
+        while device is not None:
+            stack.append(device)
+            device = device.lower_device
+        if not any(self.verifies(d.driver) for d in stack):
+            return
+        hooks = irp._monitor if irp._monitor is not None else self
+
+        async def send() -> None:
+            await self._send_fake_pnp(top, hooks)
+
+        _spawn(send)
+
+    async def _send_fake_pnp(self, top: DeviceObject, hooks: MonitorHooks) -> None:
+        """Send ``top``'s stack a PnP IRP of minor 0xFF (undocumented: understood by no driver)
+        with STATUS_NOT_SUPPORTED, as the PnP manager sends it; every driver must pass it down
+        untouched and the bottom complete it with that status.  The checks on the way are the
+        usual ones: 0x213 / 0x214 for a driver that changes it and passes it down, 0x23B for one
+        that completes it with another status, 0x20E never (it is initialised).
+
+        Runs in a task of the verifier's, after the start: a violation is recorded in
+        :attr:`violations` (and so fails :meth:`check`), but it cannot be raised at a call of the
+        caller's; any other exception is kept in :attr:`errors`.
+        """
+        top = get_attached_device(top)
+        device: DeviceObject | None = top
+        while device is not None:
+            if device.deleted or device.pnp_state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
+                return  # removed meanwhile: nothing to verify any more
+            device = device.lower_device
+        irp = Irp(top.stack_size)
+        hooks.watch(irp)
+        location = irp._stack[irp.stack_count - 1]
+        location.major = IrpMajor.PNP
+        location.minor = _FAKE_PNP_MINOR
+        irp.status = STATUS_NOT_SUPPORTED
+        self._fakes_sent += 1
+        try:
+            await call_driver(top, irp)
+            await irp
+        except Exception as error:
+            if not any(v.irp is irp for v in self.violations):
+                self._errors.append(error)
 
     def _write_after_completion(self, irp: Irp, field: str, value: object) -> None:
         """Bug check 0xD5: a driver wrote *field* of *irp* after it completed.
@@ -1188,7 +1299,10 @@ class Verifier:
             self._sequence += 1
             index = irp._index
             n = irp.stack_count
-            if not state.resuming:
+            if not state.resuming and not (irp.routine_error is not None and irp.status == _INTERNAL_ERROR):
+                # (Not when airp completes the IRP of a routine that raised, a bug check of
+                # ours among others: the rules are about what drivers do, and a second report
+                # of the same IRP would only hide the first.)
                 self._check_completion(irp, state, index, n)
             state.snapshots.append((self._sequence, index, irp.status))
             state.stop = max(state.stop, index)
@@ -1370,6 +1484,8 @@ class Verifier:
             state.at.clear()
             state.pending_below.clear()
             self._settle(irp, state)
+            if self.fake_pnp_irps and irp.status == STATUS_SUCCESS:
+                self._after_start(irp)
             if self._touch_check and type(irp) is Irp:
                 # From now on a write to its status or information is a write to a freed IRP.
                 irp.__class__ = _CompletedIrp
@@ -1482,6 +1598,7 @@ class Verifier:
             allocation_attempts=simulation.attempts if simulation is not None else 0,
             allocation_failures=len(simulation.failures) if simulation is not None else 0,
             irps_tracked=len(self._states),
+            fake_irps_sent=self._fakes_sent,
         )
 
     def __repr__(self) -> str:
