@@ -17,7 +17,10 @@ it provides:
     deferred raised.  Configure it with the marker
     ``@pytest.mark.airp_verifier(force_pending=..., seed=..., drivers=[...], ...)``, whose keyword
     arguments are :class:`airp.Verifier`'s (its default ``raise_on_violation=True`` raises each
-    violation where it happens as well).
+    violation where it happens as well).  A marker's ``low_resources=`` simulation is copied
+    afresh for every run of the test (each backend, each parametrization): the object in the
+    marker is built once, at import, and would otherwise reach the second run with its sites
+    already failed; read the run's own through ``airp_verifier.low_resources``.
 
 and one ini option:
 
@@ -39,11 +42,13 @@ so the deadlock fails the test that caused it and the next test gets a new runne
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from .._machine._allocation import LowResourcesSimulation
 from .._shell._asyncio_clock import AsyncioVirtualClock
 from .._shell._requester_cancel import _set_configured_cancel_wait_limit
 from .._shell._run_clock import clock_of, virtual_anyio_backend
@@ -192,7 +197,11 @@ def virtual_clock(anyio_backend: object) -> AsyncioVirtualClock | TrioVirtualClo
 @pytest.fixture
 def airp_verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
     """A :class:`airp.Verifier` for this test, configured by its ``airp_verifier`` marker; the test
-    fails at teardown with the verifier's report on any violation or outstanding IRP."""
+    fails at teardown with the verifier's report on any violation or outstanding IRP.
+
+    Each run of the test gets its own verifier and its own copy of the marker's
+    ``low_resources`` simulation, in its initial state.
+    """
     marker = request.node.get_closest_marker("airp_verifier")
     options: dict[str, Any] = {}
     if marker is not None:
@@ -202,6 +211,13 @@ def airp_verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
                 pytrace=False,
             )
         options = dict(marker.kwargs)
+    simulation = options.get("low_resources")
+    if isinstance(simulation, LowResourcesSimulation):
+        # The marker's object is shared by every run of the test (both backends): each run gets
+        # a copy in its initial state (same fraction, seed and mode; no sites, no failures).
+        fresh = copy.deepcopy(simulation)
+        fresh.reset()
+        options["low_resources"] = fresh
     try:
         verifier = Verifier(**options)
     except TypeError as error:
