@@ -21,6 +21,7 @@ import heapq
 import itertools
 import sys
 import time
+import weakref
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -76,6 +77,11 @@ class TraceRecord:
     - ``"allocate"``: a driver allocated this IRP through an allocator with a monitor; ``creator``
       is the allocator's owner, when it has one.
 
+    :ivar device: the device, by its label: its name (unnamed: its driver's name), unless another
+        device the monitor saw already goes by that, in which case a label that tells them apart
+        (``repr(device)`` when it says which stack the device is in, else ``"Widget #3"``).
+    :ivar device_id: the device's number in this monitor (1, 2, ... in the order it first saw
+        them): one number per device object, whatever its name.
     :ivar time: when it happened, on the run's clock (virtual time under :mod:`airp.testing`), in
         seconds.
     :ivar sequence: the order of the event among all events this monitor saw.
@@ -96,6 +102,7 @@ class TraceRecord:
     parent: int | None = None
     queue: str | None = None
     reason: str | None = None
+    device_id: int | None = None
 
     def describe(self) -> str:
         """One readable line about this record."""
@@ -255,12 +262,54 @@ def _name(device: DeviceObject | None) -> str | None:
     return device.name or device.driver.name
 
 
-def _label(device: DeviceObject | None) -> str | None:
-    """A device as records name a layer: ``"name (Driver)"``, or the driver's name alone."""
-    if device is None:
-        return None
-    name = _name(device)
-    return name if name == device.driver.name else f"{name} ({device.driver.name})"
+class _DeviceLabels:
+    """What a monitor calls each device it has seen: a number, and a label unique among them.
+
+    Devices are told apart by identity, never by name: two stacks of one driver have unnamed
+    devices that share the driver's name, and merging them would merge their tracks.  A device's
+    label is its name (or, unnamed, its driver's name) when no other device the monitor has seen
+    holds that label; otherwise what ``repr(device)`` says of it, when that is specific (names
+    the stack it is in), else the name followed by the device's number (``"Widget #3"``).  The
+    first device keeps the plain name.  A label once given never changes (records already built
+    or logged carry it); devices are held weakly, so a deleted device's label can be given again.
+    """
+
+    def __init__(self) -> None:
+        self._of: weakref.WeakKeyDictionary[DeviceObject, tuple[int, str]] = weakref.WeakKeyDictionary()
+        self._holders: dict[str, weakref.ref[DeviceObject]] = {}
+        self._numbers = itertools.count(1)
+
+    def _taken(self, label: str) -> bool:
+        holder = self._holders.get(label)
+        return holder is not None and holder() is not None
+
+    def of(self, device: DeviceObject) -> tuple[int, str]:
+        """*device*'s number and label, given now if it has none yet."""
+        known = self._of.get(device)
+        if known is not None:
+            return known
+        number = next(self._numbers)
+        base = device.name or device.driver.name
+        label = base
+        if self._taken(label):
+            text = repr(device)
+            if text.startswith("<DeviceObject ") and text.endswith(">"):
+                text = text[len("<DeviceObject ") : -1]
+            generic = (base, f"{device.driver.name} device")
+            label = text if text not in generic and not self._taken(text) else f"{base} #{number}"
+        self._of[device] = (number, label)
+        self._holders[label] = weakref.ref(device)
+        return number, label
+
+    def label(self, device: DeviceObject | None) -> str | None:
+        return None if device is None else self.of(device)[1]
+
+    def layer(self, device: DeviceObject | None) -> str | None:
+        """A device as records name a layer: ``"label (Driver)"``, or the driver's name alone."""
+        if device is None:
+            return None
+        label = self.of(device)[1]
+        return label if label == device.driver.name else f"{label} ({device.driver.name})"
 
 
 def _major_name(major: object) -> str:
@@ -283,7 +332,12 @@ def _sequence_of(item: Event | TraceRecord) -> int:
 class _RecordBuilder:
     """Turns events into records; it follows each IRP's open dispatches to number its returns."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: _DeviceLabels, *, lasting: bool = False) -> None:
+        self.labels = labels
+        #: labels.of, remembered for the life of a builder that reads the rings once (a plain
+        #: dict is cheaper than the weak one); a lasting builder (eager records) would keep every
+        #: device it ever saw alive, so it asks the labels each time.
+        self.seen: dict[DeviceObject, tuple[int, str]] | None = None if lasting else {}
         self.open: dict[int, list[tuple[int, str]]] = {}
         self.majors: dict[int, str] = {}
         self.creators: dict[int, str] = {}
@@ -307,7 +361,7 @@ class _RecordBuilder:
     def _learn_link(self, event: Event) -> None:
         device = event[4]
         number = event[2]
-        label = _label(device)
+        label = self.labels.layer(device)
         if label is not None:
             self.creators[number] = label
         self.parents[number] = int(event[8])  # type: ignore[call-overload]
@@ -373,11 +427,23 @@ class _RecordBuilder:
             if a is not None:
                 self.creators.setdefault(number, str(a))
             note = str(b) if b else ""
+        if device is None:
+            device_id: int | None = None
+            label: str | None = None
+        else:
+            seen = self.seen
+            if seen is None:
+                device_id, label = self.labels.of(device)
+            else:
+                known = seen.get(device)
+                if known is None:
+                    known = seen[device] = self.labels.of(device)
+                device_id, label = known
         return TraceRecord(
             irp=number,
             event=_EVENT_NAMES[code],
             location=location,
-            device=_name(device),
+            device=label,
             driver=device.driver.name if device is not None else None,
             major=major,
             status=NtStatus(status) if status is not None else None,
@@ -389,6 +455,7 @@ class _RecordBuilder:
             parent=self.parents.get(number),
             queue=queue,
             reason=reason,
+            device_id=device_id,
         )
 
 
@@ -415,6 +482,8 @@ def _names(value: object, what: str) -> frozenset[str] | None:
     names = set()
     for item in items:
         if isinstance(item, DeviceObject):
+            if what == "devices":
+                continue  # kept by identity (_device_objects): its name may be shared
             item = _name(item)
         elif what == "drivers" and hasattr(item, "major_function") and hasattr(item, "name"):
             item = item.name
@@ -477,8 +546,9 @@ class IrpMonitor:
         no device, such as ``done`` and ``free``, share one more ring of that size).
     :param include: a predicate on records; those it rejects are neither kept nor logged.  It makes
         the monitor build each record eagerly: prefer the filters below, which cost almost nothing.
-    :param devices: keep only events at these devices (names, or device objects); an IRP's
-        device-less events (``done``, ``free`` ...) are kept when it has an event at one of them.
+    :param devices: keep only events at these devices (names, or device objects: a device object
+        stands for itself, a name for every device of that name); an IRP's device-less events
+        (``done``, ``free`` ...) are kept when it has an event at one of them.
     :param drivers: keep only events at devices of these drivers (names, or drivers).
     :param majors: keep only IRPs of these major functions (:class:`~airp.IrpMajor` values or names).
     :param statuses: when reading, keep only IRPs whose final status is one of these (the status
@@ -515,6 +585,12 @@ class IrpMonitor:
         self.capacity = capacity
         self.per_device = per_device
         self.devices = _names(devices, "devices")
+        #: Devices given as objects: kept by identity (another device may have the same name).
+        self._device_objects: frozenset[DeviceObject] = frozenset(
+            item
+            for item in ((devices,) if isinstance(devices, DeviceObject) else (() if devices is None or isinstance(devices, str) else devices))
+            if isinstance(item, DeviceObject)
+        )
         self.drivers = _names(drivers, "drivers")
         self.majors = _majors(majors)
         self.statuses = _statuses(statuses)
@@ -528,7 +604,8 @@ class IrpMonitor:
         self._rings: dict[DeviceObject | None, deque[Event | TraceRecord]] = {}
         self._device_filter: dict[DeviceObject, bool] | None = {} if (self.devices is not None or self.drivers is not None) else None
         self._eager = logger is not None or include is not None
-        self._builder = _RecordBuilder()
+        self._labels = _DeviceLabels()
+        self._builder = _RecordBuilder(self._labels, lasting=True)
         self._errors: list[MonitorHookError] = []
         self._errors_dropped = 0
 
@@ -541,7 +618,7 @@ class IrpMonitor:
 
     def _build(self) -> list[TraceRecord]:
         events = self._events()
-        builder = _RecordBuilder()
+        builder = _RecordBuilder(self._labels)
         builder.prime(events)
         records = [event if isinstance(event, TraceRecord) else builder.build(event) for event in events]
         if self._device_filter is not None:
@@ -580,7 +657,7 @@ class IrpMonitor:
         if self._ring is not None:
             self._ring.clear()
         self._rings.clear()
-        self._builder = _RecordBuilder()
+        self._builder = _RecordBuilder(self._labels, lasting=True)
 
     def spans(self, records: Iterable[TraceRecord] | None = None) -> list[LayerSpan]:
         """Per IRP and per layer, when the IRP went down, came back and was completed there.
@@ -602,7 +679,8 @@ class IrpMonitor:
         """A summary per device: IRPs held, how many pended, time to return and to completion,
         and queue waits (from :meth:`spans` and :meth:`queue_waits`).
 
-        :returns: the summaries by device name, in the order the devices were first seen.
+        :returns: the summaries by device label (:attr:`TraceRecord.device`: the name, unless two
+            devices share it), in the order the devices were first seen.
         """
         records = self.records
         by_device: dict[str, list[LayerSpan]] = {}
@@ -647,9 +725,9 @@ class IrpMonitor:
         assert self._device_filter is not None
         kept = self._device_filter.get(device)
         if kept is None:
-            kept = self._device_filter[device] = (self.devices is None or _name(device) in self.devices) and (
-                self.drivers is None or device.driver.name in self.drivers
-            )
+            kept = self._device_filter[device] = (
+                self.devices is None or _name(device) in self.devices or device in self._device_objects
+            ) and (self.drivers is None or device.driver.name in self.drivers)
         return kept
 
     def _keep_eagerly(self, ring: deque[Event | TraceRecord]) -> None:
@@ -885,7 +963,7 @@ class IrpMonitor:
                 # Reused by a driver while it works on a request: that layer made it.
                 parent = current_request.get()
                 if parent is not None and parent._index < parent.stack_count:
-                    creator = _label(parent._stack[parent._index].device)
+                    creator = self._labels.layer(parent._stack[parent._index].device)
             ring.append((_REUSE, next(self._seq), irp._trace_id, self._now(), None, irp._index, None, 0, creator, None))
             if self._eager:
                 self._keep_eagerly(ring)
