@@ -569,14 +569,26 @@ async def _exit_unwrapped(
 
     Workers never raise ordinary exceptions, so a group holding only the block's own exception
     (or the removal's) is just anyio's wrapping: that exception goes through as it was, as if the
-    task group were not there.
+    task group were not there: with its own ``__cause__``, its own ``__context__`` (the exception
+    it was raised while handling, often the real error: a bug check that a handle's close turned
+    into a :class:`DriverCancelTimeoutWarning` under ``filterwarnings = error``) and whether that
+    context is shown.  Neither the group nor this re-raise leaves a mark on the chain.
     """
     try:
         return await tg.__aexit__(exc_type, exc, tb)
     except BaseException as group:
         leaves = getattr(group, "exceptions", None)
         if exc is not None and leaves is not None and len(leaves) == 1 and leaves[0] is exc:
-            raise exc from exc.__cause__
+            # A bare ``raise exc`` here makes the group its context, and ``raise exc from ...``
+            # hides the context it had: put back what it had (the cause first, since setting
+            # ``__cause__`` also sets ``__suppress_context__``).
+            context, cause, suppress = exc.__context__, exc.__cause__, exc.__suppress_context__
+            try:
+                raise exc
+            finally:
+                exc.__context__ = context
+                exc.__cause__ = cause
+                exc.__suppress_context__ = suppress
         raise
 
 
