@@ -13,8 +13,10 @@ The I/O manager owns one and forwards its public calls to it; see ``docs/lifecyc
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,7 +39,7 @@ from .._machine._pnp import (
 )
 from .._machine._status import STATUS_NOT_SUPPORTED, STATUS_SUCCESS, NtStatus
 from .._shell._call import call_driver
-from .._shell._device_tasks import DeviceState, _exit_unwrapped, run_device
+from .._shell._device_tasks import DeviceState, _exit_unwrapped, _KeepFirst, run_device
 from .._shell._requester_cancel import cancel_and_wait, holding_device, is_disowned
 from ._plugins import load_driver
 
@@ -173,7 +175,18 @@ class DeviceNode:
     :ivar handles: how many handles are open on the stack.
     """
 
-    __slots__ = ("_gone", "_hosts", "_last_stack", "children", "handles", "hardware_id", "parent", "pdo", "removed")
+    __slots__ = (
+        "_busy",
+        "_gone",
+        "_hosts",
+        "_last_stack",
+        "children",
+        "handles",
+        "hardware_id",
+        "parent",
+        "pdo",
+        "removed",
+    )
 
     def __init__(self, pdo: DeviceObject, hardware_id: str, parent: DeviceNode | None) -> None:
         self.pdo = pdo
@@ -188,6 +201,8 @@ class DeviceNode:
         self.removed = False
         # The stack as it was when REMOVE went down (the drivers then detach from each other).
         self._last_stack: tuple[DeviceObject, ...] = ()
+        # Held while one PnP request of the node goes down its stack (PnpManager._serialised).
+        self._busy: anyio.Lock | None = None
 
     @property
     def state(self) -> PnpState:
@@ -338,16 +353,44 @@ class PnpManager:
         self._tg = tg
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        """Remove every node (:meth:`shutdown`), then end the task group the devices' queues ran in.
+
+        A bug check (or any error) while removing does not stop the removal of the other nodes;
+        every device's queues are stopped whatever happened, so the task group always ends.  Then
+        the first error of the removal is raised; if the block raised too, that error is raised
+        with the block's exception as its ``__context__`` (Python's rule for an error in a
+        clean-up: both are shown, the block's first).  Otherwise the block's own exception goes
+        through as it was raised, its cause and context untouched.
+        """
         tg = self._tg
         assert tg is not None
+        teardown_error: BaseException | None = None
         try:
             with anyio.CancelScope(shield=True):
-                await self.shutdown()
+                try:
+                    await self.shutdown()
+                finally:
+                    # A node a bug check left half-way still has its queues running: stop them,
+                    # or the task group below would wait for them for ever.
+                    for node in list(self.nodes):
+                        if node._hosts:
+                            await self._stop_hosting(node)
+        except BaseException as error:
+            teardown_error = error
         finally:
             self._tg = None
+        try:
             # The hosts never raise ordinary exceptions: the block's own goes through unwrapped.
-            result = await _exit_unwrapped(tg, *exc_info)
+            result = await _exit_unwrapped(tg, exc_type, exc, tb)
+        except BaseException as raised:
+            if teardown_error is None or raised is not exc:
+                raise
+            result = False
+        if teardown_error is not None:
+            raise teardown_error
         return result
 
     def _running(self, what: str) -> anyio.abc.TaskGroup:
@@ -360,26 +403,42 @@ class PnpManager:
     async def shutdown(self) -> None:
         """Remove every node still present, children first: in order where no handle or driver
         objects, else as a surprise removal followed at once by REMOVE (the run is ending, so no
-        handle can be waited for)."""
+        handle can be waited for).
+
+        A node whose removal raises (a bug check in REMOVE_DEVICE, say) does not stop the others:
+        every node is dealt with, then the first exception is raised.
+        """
+        keep = _KeepFirst()
         for node in [node for node in self.nodes if node.parent is None]:
             if not node.removed:
-                await self._shutdown_tree(node)
+                with keep:
+                    await self._shutdown_tree(node)
+        keep.raise_first()
 
     async def _shutdown_tree(self, node: DeviceNode) -> None:
+        keep = _KeepFirst()
         for child in list(node.children):
             if not child.removed:
-                await self._shutdown_tree(child)
+                with keep:
+                    await self._shutdown_tree(child)
         if node.removed or node.pdo.pnp_state is PnpState.REMOVED:
+            keep.raise_first()
             return
+        # Each step is tried even if the one before raised: a failed query or surprise removal
+        # still ends in REMOVE where the states allow it.
         if node.state is PnpState.STARTED:
-            try:
-                await self.query_remove(node)
-            except RemovalVetoed:
+            with keep:
+                try:
+                    await self.query_remove(node)
+                except RemovalVetoed:
+                    await self._surprise_tree(node)
+        if node.state is PnpState.STARTED:
+            with keep:
                 await self._surprise_tree(node)
-        if node.state is PnpState.STARTED:
-            await self._surprise_tree(node)
         if not node.removed:
-            await self._send_remove(node)
+            with keep:
+                await self._send_remove(node)
+        keep.raise_first()
 
     # -- building stacks ---------------------------------------------------------------------
 
@@ -480,20 +539,51 @@ class PnpManager:
             device.pnp_state = next_pnp_state(state, minor)
             device.device_node = node
 
+    @asynccontextmanager
+    async def _serialised(self, node: DeviceNode) -> AsyncIterator[None]:
+        """Hold *node*'s turn: one PnP request at a time goes down a node's stack.
+
+        The PnP manager serialises the requests of a device node: REMOVE_DEVICE follows
+        SURPRISE_REMOVAL, it never overtakes it.  Without this, the last handle closed while
+        SURPRISE_REMOVAL is still on its way down (a driver awaiting in its routine) would send
+        REMOVE_DEVICE at once; the drivers would detach and delete, and SURPRISE_REMOVAL would
+        then reach deleted devices.  Each step (a state check, the state change, the queues
+        stopped, the request sent and waited for) runs inside its node's turn, and checks the
+        node again once it has it: whoever waited may find the work done (REMOVE already sent).
+        A step holds its own node's turn only, never while it waits for another node's, so no two
+        steps can wait for each other.
+
+        On cancellation: the turn is waited for shielded, as the requests themselves are.
+        """
+        lock = node._busy
+        if lock is None:
+            # fast_acquire: a free turn is taken without a checkpoint, so a PnP call that waits
+            # for nobody runs exactly as it did before it had to take turns.
+            lock = node._busy = anyio.Lock(fast_acquire=True)
+        with anyio.CancelScope(shield=True):
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
     async def start_device(self, node: DeviceNode) -> None:
         tg = self._running("start_device")
         next_pnp_state(node.state, PnpMinor.START_DEVICE)  # refuse before sending anything
-        status = await self._send(node, PnpMinor.START_DEVICE)
+        async with self._serialised(node):
+            next_pnp_state(node.state, PnpMinor.START_DEVICE)  # the request before may have moved it
+            status = await self._send(node, PnpMinor.START_DEVICE)
+            if status == STATUS_SUCCESS:
+                self._apply(node, PnpMinor.START_DEVICE)
+                for device in node.devices:
+                    if device.tasks is not None and device.tasks.state is DeviceState.CREATED:
+                        stop, done = anyio.Event(), anyio.Event()
+                        node._hosts[device] = (stop, done)
+                        await tg.start(self._host, device, stop, done)
         if status != STATUS_SUCCESS:
             # Windows removes a stack whose start failed.
             await self._send_remove(node)
             raise NtStatusError(status, f"IRP_MN_START_DEVICE failed for {node!r}; its stack was removed")
-        self._apply(node, PnpMinor.START_DEVICE)
-        for device in node.devices:
-            if device.tasks is not None and device.tasks.state is DeviceState.CREATED:
-                stop, done = anyio.Event(), anyio.Event()
-                node._hosts[device] = (stop, done)
-                await tg.start(self._host, device, stop, done)
         await self.enumerate(node)
 
     async def _host(self, device: DeviceObject, stop: anyio.Event, done: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -508,16 +598,21 @@ class PnpManager:
         # The queue duties of SURPRISE_REMOVAL and REMOVE_DEVICE (8.2), done for the driver as KMDF
         # does: the queues stop accepting, queued IRPs complete with STATUS_NO_SUCH_DEVICE, IRPs in
         # progress are cancelled and finished by their routines.
+        # A completion routine that raises while a queue is emptied does not keep the other
+        # queues running: every host is told to stop and waited for, then the first is raised.
         hosts = list(node._hosts.items())
+        keep = _KeepFirst()
         for device, (stop, _done) in reversed(hosts):
             tasks = device.tasks
             if tasks is not None and tasks.state is DeviceState.RUNNING:
-                tasks.remove()
+                with keep:
+                    tasks.remove()
             stop.set()
         with anyio.CancelScope(shield=True):
             for _device, (_stop, done) in hosts:
                 await done.wait()
         node._hosts.clear()
+        keep.raise_first()
 
     def _forget_gone(self) -> None:
         # A removed node whose PDO has been deleted (by its own REMOVE, or by its bus's) is gone.
@@ -531,7 +626,12 @@ class PnpManager:
         if node.state is not PnpState.STARTED:
             return
         relations: list[object] = []
-        status = await self._send(node, PnpMinor.QUERY_DEVICE_RELATIONS, QueryDeviceRelationsParameters(DeviceRelationType.BUS_RELATIONS, relations))
+        async with self._serialised(node):
+            if node.state is not PnpState.STARTED:
+                return
+            status = await self._send(
+                node, PnpMinor.QUERY_DEVICE_RELATIONS, QueryDeviceRelationsParameters(DeviceRelationType.BUS_RELATIONS, relations)
+            )
         if status != STATUS_SUCCESS:
             return  # not a bus (STATUS_NOT_SUPPORTED), or nothing to say
         reported: list[DeviceObject] = []
@@ -564,17 +664,20 @@ class PnpManager:
         for child in node.children:
             if child.pdo.pnp_state is not PnpState.REMOVED:
                 await self.query_remove(child)
-        if node.handles:
-            raise RemovalVetoed(node, f"{node.handles} handle(s) still open")
-        self._apply(node, PnpMinor.QUERY_REMOVE_DEVICE)
-        status = await self._send(node, PnpMinor.QUERY_REMOVE_DEVICE)
+        async with self._serialised(node):
+            next_pnp_state(node.state, PnpMinor.QUERY_REMOVE_DEVICE)  # the request before may have moved it
+            if node.handles:
+                raise RemovalVetoed(node, f"{node.handles} handle(s) still open")
+            self._apply(node, PnpMinor.QUERY_REMOVE_DEVICE)
+            status = await self._send(node, PnpMinor.QUERY_REMOVE_DEVICE)
         if status != STATUS_SUCCESS:
             await self.cancel_remove(node)
             raise RemovalVetoed(node, f"a driver failed IRP_MN_QUERY_REMOVE_DEVICE with {NtStatus(status).name}", NtStatus(status))
 
     async def cancel_remove(self, node: DeviceNode) -> None:
-        self._apply(node, PnpMinor.CANCEL_REMOVE_DEVICE)
-        await self._send(node, PnpMinor.CANCEL_REMOVE_DEVICE)
+        async with self._serialised(node):
+            self._apply(node, PnpMinor.CANCEL_REMOVE_DEVICE)
+            await self._send(node, PnpMinor.CANCEL_REMOVE_DEVICE)
         for child in node.children:
             if child.pdo.pnp_state is PnpState.REMOVE_PENDING:
                 await self.cancel_remove(child)
@@ -597,14 +700,24 @@ class PnpManager:
         await self._surprise_tree(node)
 
     async def _surprise_tree(self, node: DeviceNode) -> None:
+        # Children first; one that raises (a bug check in its SURPRISE_REMOVAL) does not keep the
+        # others, or this node, from being told: the first exception is raised at the end.
+        keep = _KeepFirst()
         for child in list(node.children):
             if child.pdo.pnp_state not in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
-                await self._surprise_tree(child)
-        if node.state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
-            return
-        self._apply(node, PnpMinor.SURPRISE_REMOVAL)
-        await self._stop_hosting(node)
-        await self._send(node, PnpMinor.SURPRISE_REMOVAL)
+                with keep:
+                    await self._surprise_tree(child)
+        with keep:
+            await self._surprise_node(node)
+        keep.raise_first()
+
+    async def _surprise_node(self, node: DeviceNode) -> None:
+        async with self._serialised(node):
+            if node.state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
+                return
+            self._apply(node, PnpMinor.SURPRISE_REMOVAL)
+            await self._stop_hosting(node)
+            await self._send(node, PnpMinor.SURPRISE_REMOVAL)
         await self._remove_if_closed(node)
 
     async def _remove_if_closed(self, node: DeviceNode | None) -> None:
@@ -622,9 +735,22 @@ class PnpManager:
         await self._remove_if_closed(node)
 
     async def _send_remove(self, node: DeviceNode) -> None:
+        # Children first; one whose REMOVE raises (a bug check) does not keep the others, or this
+        # node, from being removed: the first exception is raised once all of them have been.
+        keep = _KeepFirst()
         for child in list(node.children):
             if not child.removed:
-                await self._send_remove(child)
+                with keep:
+                    await self._send_remove(child)
+        with keep:
+            async with self._serialised(node):
+                # Whoever had the turn before (the last handle's close, the block's end) may
+                # have removed the node already.
+                if not node.removed:
+                    await self._remove_node(node)
+        keep.raise_first()
+
+    async def _remove_node(self, node: DeviceNode) -> None:
         devices = node._last_stack = node.devices
         top = devices[-1]  # after REMOVE the node's top is whatever is left attached
         self._apply(node, PnpMinor.REMOVE_DEVICE)
