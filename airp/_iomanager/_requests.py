@@ -25,7 +25,7 @@ import anyio.lowlevel
 
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import DeviceFlags, IrpFlags, IrpMajor, TransferMethod
-from .._machine._completion import DROPPED_MARK
+from .._machine._completion import DROPPED_MARK, WRONG_RETURN
 from .._machine._device import DeviceObject
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
@@ -553,29 +553,74 @@ def check_returned_status(irp: Irp, status: NtStatus, device: DeviceObject | Non
     not the top driver whose dispatch routine did nothing wrong), 0x226 (returned without completing, passing on or pending), 0x224 (completed
     synchronously with one status, returned another) and 0x23E (marked pending, returned
     something else).
+
+    0x23D and 0x226 name the driver whose dispatch routine returned the wrong status, which is not
+    always the top one: the drivers above it return what it returned.  With tracing or the
+    Verifier on, ``call_driver`` notes the first (innermost) dispatch routine whose return its
+    IRP contradicts (:data:`~airp._machine._completion.WRONG_RETURN`), and that driver is named.
+    Otherwise 0x226 names the driver holding the IRP (the device of its current location), whose
+    routine returned without completing it or marked it and returned another status, unless a
+    driver above it replaced its STATUS_PENDING (the message says both); 0x23D names the top
+    driver, as the IRP no longer shows who returned STATUS_PENDING.
+
+    :param irp: the request, just returned by the top dispatch routine or just completed.
+    :param status: what the top dispatch routine returned.
+    :param device: the top device.
+    :raises BugCheck: 0xC9 with the codes above.
     """
     if status == STATUS_PENDING:
         if irp.completed and not irp.pending_returned:
             dropped = irp.__dict__.get(DROPPED_MARK)
             if dropped is not None:
                 _pending_not_propagated(irp, *dropped)
+            culprit = device
+            who = ""
+            noted = irp.__dict__.get(WRONG_RETURN)
+            if noted is not None and noted[1] == STATUS_PENDING and noted[0] is not device:
+                culprit = noted[0]
+                who = f" (the dispatch routine of {culprit!r}; the drivers above it returned its STATUS_PENDING)"
             raise BugCheck(
                 BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                "a dispatch routine returned STATUS_PENDING without marking the IRP pending (call irp.mark_pending() first)",
+                f"a dispatch routine returned STATUS_PENDING without marking the IRP pending{who} (call irp.mark_pending() first)",
                 parameters=(VerifierCode.PENDING_NOT_MARKED, irp, status, 0),
                 irp=irp,
-                device=device,
-                driver=device.driver if device is not None else None,
+                device=culprit,
+                driver=culprit.driver if culprit is not None else None,
             )
         return
     if not irp.completed:
+        culprit = device
+        who = ""
+        noted = irp.__dict__.get(WRONG_RETURN)
+        if noted is not None and noted[1] != STATUS_PENDING:
+            culprit, returned, marked = noted
+            if culprit is not device:
+                who = f" (the dispatch routine of {culprit!r}, whose {returned.name} the drivers above it returned)"
+            if marked:
+                who += ": it had marked the IRP pending, so it must return STATUS_PENDING (0x23E's rule)"
+            elif marked is None:
+                who += ": the IRP was still in flight below it, and a driver returns the STATUS_PENDING it got"
+        else:
+            index = irp._index
+            holder = irp._stack[index].device if index < irp.stack_count else None
+            if holder is not None and holder is not device:
+                # Without a note (tracing and the Verifier off), the IRP shows who holds it: the
+                # routine that returned without completing it, or marked it and returned another
+                # status, unless a driver above it replaced the STATUS_PENDING it returned.
+                culprit = holder
+                marked = irp._stack[index].control & 0x01
+                what = "marked it pending" if marked else "did not mark it pending"
+                who = (
+                    f" (the IRP is held by {holder!r}, which {what}: its dispatch routine returned a status other than"
+                    " STATUS_PENDING, or a driver above it replaced the STATUS_PENDING it returned)"
+                )
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"a dispatch routine returned {status.name} without completing the IRP, passing it on or returning STATUS_PENDING",
+            f"a dispatch routine returned {status.name} without completing the IRP, passing it on or returning STATUS_PENDING{who}",
             parameters=(VerifierCode.DISPATCH_RETURNED_WITHOUT_PENDING, irp, status, 0),
             irp=irp,
-            device=device,
-            driver=device.driver if device is not None else None,
+            device=culprit,
+            driver=culprit.driver if culprit is not None else None,
         )
     if status != irp.status and status != NtStatus(irp.status) and not irp.pending_returned:
         # The requester would be told the IRP's status while the dispatch routine said another.

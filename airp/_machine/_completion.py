@@ -261,6 +261,15 @@ def _record_on_linked(error: BaseException, context: object, irp: Irp) -> None:
 DROPPED_MARK = "_airp_dropped_mark"
 
 
+#: In an IRP's instance dict: ``(device, status, marked)`` for the first dispatch routine (the
+#: innermost: it returns first) that ``call_driver`` saw returning a status its IRP contradicts,
+#: so that the I/O manager's check on what the top driver returned (0x23D, 0x226) names that
+#: driver rather than the top one, which only passed the status up.  *marked* says whether its
+#: location was marked pending (``None``: the IRP was below it).  Noted only for watched IRPs
+#: (tracing or the Verifier on): the synchronous path with both off pays nothing for it.
+WRONG_RETURN = "_airp_wrong_return"
+
+
 def _dropped_mark(irp: Irp, routine: object, owner: object) -> None:
     irp.__dict__.setdefault(DROPPED_MARK, (routine, owner))
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import IrpMajor
-from .._machine._completion import complete_after_error
+from .._machine._completion import DROPPED_MARK, WRONG_RETURN, complete_after_error
 from .._machine._device import DeviceObject
 from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
 from .._machine._misuse import missing_await
 from .._machine._monitor import current_request
-from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, NtStatus
+from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, NtStatus
 
 _DELETE_PENDING_MAJORS = frozenset((IrpMajor.CLEANUP, IrpMajor.CLOSE))
 
@@ -102,7 +102,40 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
         current_request.reset(token)
     if type(status) is not NtStatus:
         status = _checked_status(status, device)
+    if WRONG_RETURN not in irp.__dict__:
+        _note_wrong_return(irp, index, device, status)
     return monitor.dispatched(irp, device, status)
+
+
+def _note_wrong_return(irp: Irp, index: int, device: DeviceObject, status: NtStatus) -> None:
+    """Note *device* if its dispatch routine just returned *status* for an IRP that says otherwise.
+
+    Read only when the top driver's return fails its check, so a note never raises anything by
+    itself; it only decides whom the bug check names.
+
+    - The IRP is still at *device*'s location (not completed, not passed on): STATUS_PENDING there
+      needs the location's pending mark (0x23D), and any other status means the routine returned
+      without completing the IRP (0x226; 0x23E's case if it had marked it).  An IRP whose
+      completion the Verifier holds back (forced pending) reads STATUS_PENDING and is the
+      Verifier's until it resumes: no note then.
+    - The IRP is below it, still in flight: a status other than STATUS_PENDING was made up (the
+      lower driver's STATUS_PENDING is what goes up).
+    - The IRP has completed all the way up and reads ``pending_returned`` false, with no completion
+      routine noted for dropping the mark: STATUS_PENDING was returned for an IRP that was never
+      marked, here or below (the innermost such routine is noted first).
+    """
+    at = irp._index
+    if at == index:
+        marked = bool(irp._stack[index].control & 0x01)
+        if status != STATUS_PENDING:
+            irp.__dict__[WRONG_RETURN] = (device, status, marked)
+        elif not marked and irp.status != STATUS_PENDING:
+            irp.__dict__[WRONG_RETURN] = (device, status, False)
+    elif at < index:
+        if status != STATUS_PENDING:
+            irp.__dict__[WRONG_RETURN] = (device, status, None)
+    elif status == STATUS_PENDING and at > irp.stack_count and not irp.pending_returned and DROPPED_MARK not in irp.__dict__:
+        irp.__dict__[WRONG_RETURN] = (device, status, False)
 
 
 def _dispatch_raised(irp: Irp, index: int, device: DeviceObject, error: BaseException) -> None:
