@@ -79,6 +79,7 @@ from ._machine._irp import IrpStateError as IrpStateError
 from ._machine._irp import OtherParameters as OtherParameters
 from ._machine._irp import ReadWriteParameters as ReadWriteParameters
 from ._machine._irp import StackLocation as StackLocation
+from ._machine._monitor import MonitorHookError as MonitorHookError
 from ._machine._pnp import PNP_TRANSITIONS as PNP_TRANSITIONS
 from ._machine._pnp import DeviceRelationType as DeviceRelationType
 from ._machine._pnp import PnpState as PnpState

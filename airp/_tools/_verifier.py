@@ -224,8 +224,9 @@ class VerifierStatistics:
     fake_irps_sent: int = 0
 
 
-#: Bug check 0xD5, DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL (not in airp.BugCheckCode yet).
-_WRITE_AFTER_COMPLETION = 0xD5
+#: Bug check 0xD5: under I/O verification IRPs come from special pool, and a completed request is
+#: freed, so a driver's write to a completed IRP is a write to freed special pool.
+_WRITE_AFTER_COMPLETION = BugCheckCode.DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL
 _TOUCH_RULE = "wrote to an IRP after it completed"
 
 
