@@ -30,6 +30,7 @@ from .._machine._status import (
     STATUS_PENDING,
 )
 from .._shell._call import call_driver
+from .._shell._device_tasks import RoutineFailure
 from .._shell._requester_cancel import (
     _IRP_LIMIT,
     _check_limit,
@@ -81,8 +82,20 @@ class IoManager:
         close; unlike :func:`~airp.set_cancel_wait_limit` it can be given before the run starts.
         It wins over the run's limit (the full precedence is in
         :func:`~airp.set_cancel_wait_limit`).  Use ``math.inf`` to wait forever.
+    :param on_error: called with each :class:`~airp.RoutineFailure` of a device whose queues the
+        PnP manager runs (a StartIo routine or queue handler raised; its IRP has been completed
+        with STATUS_INTERNAL_ERROR), as it happens: ``run_device``'s ``on_error`` for the devices
+        of ``io.start_device``.  A device whose driver set its own
+        (``airp.device_tasks(device).on_error = ...`` in ``add_device``) keeps it.  Either way
+        the failure stays with its device: that device's queue goes on with its next IRP, and
+        every other device and requester goes on.  Without any ``on_error``, the failures are
+        kept in :attr:`routine_failures` and raised as one :class:`~airp.DeviceRoutineError` when
+        the ``async with io`` block ends, after every device has been removed (not when the
+        block itself raised).  A callback that raises is a crash of the device's task group: it
+        ends the block, as a bug check does.
     :raises ValueError: if *cancel_wait_limit* is negative or NaN.
-    :raises TypeError: if *cancel_wait_limit* is not a number.
+    :raises TypeError: if *cancel_wait_limit* is not a number, or *on_error* is neither callable
+        nor ``None``.
     """
 
     def __init__(
@@ -91,7 +104,15 @@ class IoManager:
         monitor: MonitorHooks | None = None,
         verifier: MonitorHooks | None = None,
         cancel_wait_limit: float | None = None,
+        on_error: Callable[[RoutineFailure], object] | None = None,
     ) -> None:
+        if on_error is not None and not callable(on_error):
+            raise TypeError(
+                f"IoManager's on_error is a callable (failure: airp.RoutineFailure) -> None, or None;"
+                f" got {type(on_error).__name__} {on_error!r}"
+            )
+        #: Called with each routine failure of a PnP-hosted device without an on_error of its own.
+        self.on_error = on_error
         self.monitor = monitor
         self.verifier = verifier
         # What watches the IRPs built here: nothing, one of the two, or both through a HookChain.
@@ -116,6 +137,12 @@ class IoManager:
         children first (IRP_MN_REMOVE_DEVICE; a started node is first sent
         IRP_MN_SURPRISE_REMOVAL if handles are still open on it), so that every queued IRP
         completes with STATUS_NO_SUCH_DEVICE and every device's workers have ended.
+
+        A bug check while removing does not stop the removal of the other nodes: once every
+        node is removed, the first is raised (with the block's own exception, if any, as its
+        ``__context__``).  Otherwise the block's own exception comes out as it was raised, with
+        its cause and context.  Routine failures nobody heard of (see *on_error*) are raised last,
+        as a :class:`~airp.DeviceRoutineError`, when the block itself ended without one.
 
         On cancellation: the removal at the block's end runs shielded to its end.
         """
@@ -293,6 +320,16 @@ class IoManager:
     def drivers(self) -> dict[str, Driver]:
         """The loaded drivers, by the name they were loaded under."""
         return dict(self.pnp.drivers)
+
+    @property
+    def routine_failures(self) -> list[RoutineFailure]:
+        """The routine failures of this run's PnP-hosted devices that had no ``on_error`` of their own.
+
+        In the order they happened; each also went to :attr:`on_error` if one is set.  A device
+        whose driver gave it an ``on_error`` keeps its failures in its own
+        ``airp.device_tasks(device).failures``.  Emptied when the block is entered again.
+        """
+        return list(self.pnp.failures)
 
     def _forget_deleted(self) -> None:
         for name in [name for name, device in self._names.items() if device.deleted]:

@@ -39,7 +39,14 @@ from .._machine._pnp import (
 )
 from .._machine._status import STATUS_NOT_SUPPORTED, STATUS_SUCCESS, NtStatus
 from .._shell._call import call_driver
-from .._shell._device_tasks import DeviceState, _exit_unwrapped, _KeepFirst, run_device
+from .._shell._device_tasks import (
+    DeviceRoutineError,
+    DeviceState,
+    RoutineFailure,
+    _exit_unwrapped,
+    _KeepFirst,
+    run_device,
+)
 from .._shell._requester_cancel import cancel_and_wait, holding_device, is_disowned
 from ._plugins import load_driver
 
@@ -270,6 +277,8 @@ class PnpManager:
         self._tg: anyio.abc.TaskGroup | None = None
         #: PnP IRPs sent and not back yet, for the deadlock report.
         self.in_flight: dict[Irp, DeviceNode] = {}
+        #: What the routines of hosted devices without an ``on_error`` of their own raised this run.
+        self.failures: list[RoutineFailure] = []
 
     # -- drivers -----------------------------------------------------------------------------
 
@@ -351,6 +360,7 @@ class PnpManager:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self.failures = []
         return self
 
     async def __aexit__(
@@ -364,6 +374,12 @@ class PnpManager:
         with the block's exception as its ``__context__`` (Python's rule for an error in a
         clean-up: both are shown, the block's first).  Otherwise the block's own exception goes
         through as it was raised, its cause and context untouched.
+
+        Routines of hosted devices that raised during the run, with no ``on_error`` to hear of it
+        (neither the device's nor the I/O manager's), are raised last, as one
+        :class:`~airp.DeviceRoutineError`, if nothing else is: as ``run_device``'s own block
+        does, and only when the block itself ended without an exception.  Under a removal's
+        error it is that error's ``__context__``.
         """
         tg = self._tg
         assert tg is not None
@@ -382,6 +398,10 @@ class PnpManager:
             teardown_error = error
         finally:
             self._tg = None
+        unreported: DeviceRoutineError | None = None
+        if self.failures and self.io.on_error is None and exc is None:
+            unreported = DeviceRoutineError(tuple(self.failures))
+            unreported.__cause__ = self.failures[0].error
         try:
             # The hosts never raise ordinary exceptions: the block's own goes through unwrapped.
             result = await _exit_unwrapped(tg, exc_type, exc, tb)
@@ -390,7 +410,11 @@ class PnpManager:
                 raise
             result = False
         if teardown_error is not None:
+            if unreported is not None and teardown_error.__context__ is None:
+                teardown_error.__context__ = unreported
             raise teardown_error
+        if unreported is not None:
+            raise unreported
         return result
 
     def _running(self, what: str) -> anyio.abc.TaskGroup:
@@ -587,12 +611,29 @@ class PnpManager:
         await self.enumerate(node)
 
     async def _host(self, device: DeviceObject, stop: anyio.Event, done: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        # The device's on_error and grace are kept if its driver set them (in add_device, on
+        # airp.device_tasks(device)); without an on_error, failures go to the I/O manager's
+        # (_routine_failed), never out of this task, whose failure would end the whole block.
+        tasks = device.tasks
+        on_error = tasks.on_error if tasks.on_error is not None else self._routine_failed
         try:
-            async with run_device(device):
+            async with run_device(device, on_error=on_error, grace=tasks.grace):
                 task_status.started()
                 await stop.wait()
         finally:
             done.set()
+
+    def _routine_failed(self, failure: RoutineFailure) -> None:
+        """A routine of a hosted device raised (its IRP already completed): tell whoever listens.
+
+        The failure belongs to its device: the device goes on (its queue with its next IRP), and
+        so do the others.  It is kept (:attr:`airp.IoManager.routine_failures`) and handed to the
+        I/O manager's ``on_error``; without one it is raised at the end of the block.
+        """
+        self.failures.append(failure)
+        on_error = self.io.on_error
+        if on_error is not None:
+            on_error(failure)
 
     async def _stop_hosting(self, node: DeviceNode) -> None:
         # The queue duties of SURPRISE_REMOVAL and REMOVE_DEVICE (8.2), done for the driver as KMDF
