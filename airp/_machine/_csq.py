@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._cancel import cancel_irp
-from ._completion import complete_request
+from ._completion import complete_after_error, complete_request
 from ._irp import CancelRoutine, Irp, IrpStateError, _not_plain_function
 from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, STATUS_SUCCESS, NtStatus, nt_success
 
@@ -458,7 +458,8 @@ def _not_lost(irp: Irp, level: int, error: BaseException) -> None:
     irp.cancel_routine = None
     if irp.routine_error is None:
         irp.routine_error = error
-    complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+    # What that completion raises is chained to *error* (the first bug check wins).
+    complete_after_error(irp, error, STATUS_INTERNAL_ERROR)
 
 
 def _check_plain(name: str, fn: object) -> None:

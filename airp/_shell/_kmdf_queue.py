@@ -44,7 +44,7 @@ import anyio
 
 from .._machine._bugcheck import BugCheck
 from .._machine._codes import StackControl
-from .._machine._completion import complete_request
+from .._machine._completion import complete_after_error, complete_request
 from .._machine._device import DeviceObject
 from .._machine._file import FileObject
 from .._machine._irp import CancelRoutine, Irp, IrpStateError
@@ -279,7 +279,9 @@ class Request:
         irp.cancel_routine = None
         if irp.routine_error is None:
             irp.routine_error = error
-        complete_request(irp, STATUS_INTERNAL_ERROR, 0)
+        # What that completion raises (a driver-allocated IRP's final stage) is chained to
+        # *error*, never raised in its place: the first bug check is the one the caller sees.
+        complete_after_error(irp, error, STATUS_INTERNAL_ERROR)
         self.queue._release(self)
 
 
@@ -630,14 +632,14 @@ class IoQueue(_QueueBase):
             if isinstance(error, anyio.get_cancelled_exc_class()):
                 if held:
                     irp.cancel_routine = None
-                    complete_request(irp, self.tasks.removal_status, 0)
+                    complete_after_error(irp, error, self.tasks.removal_status)
                     self._release(request)
                 raise
             status = None
             if held:
                 irp.cancel_routine = None
                 status = STATUS_INTERNAL_ERROR
-                complete_request(irp, status, 0)
+                complete_after_error(irp, error, status)
                 self._release(request)
             self.tasks._report(RoutineFailure(self.device, self.name or f"IoQueue {self.dispatch.value}", irp, error, status))
             if isinstance(error, BugCheck) or not isinstance(error, Exception):

@@ -50,7 +50,7 @@ from typing import Any
 import anyio
 
 from .._machine._bugcheck import BugCheck
-from .._machine._completion import complete_request
+from .._machine._completion import complete_after_error, complete_request
 from .._machine._device import DeviceObject
 from .._machine._devqueue import DeviceQueue, DeviceQueueError, _check_key
 from .._machine._irp import CancelRoutine, Irp
@@ -427,9 +427,9 @@ class StartIoQueue(_QueueBase):
             self._running = None
             if isinstance(error, anyio.get_cancelled_exc_class()):
                 # The device's task group is being torn down under us.
-                _abandon(irp, level, self.tasks.removal_status)
+                _abandon(irp, level, self.tasks.removal_status, error)
                 raise
-            status = _abandon(irp, level, STATUS_INTERNAL_ERROR)
+            status = _abandon(irp, level, STATUS_INTERNAL_ERROR, error)
             self.tasks._report(RoutineFailure(self.device, self.name, irp, error, status))
             if isinstance(error, BugCheck) or not isinstance(error, Exception):
                 raise
@@ -495,7 +495,7 @@ def _fail(irp: Irp, status: NtStatus) -> None:
         complete_request(irp, status, 0)
 
 
-def _abandon(irp: Irp, level: int, status: NtStatus) -> NtStatus | None:
+def _abandon(irp: Irp, level: int, status: NtStatus, error: BaseException) -> NtStatus | None:
     """A routine gave up on *irp* (raised or was cancelled): complete it if it still held it.
 
     It still holds it if the IRP is at the location it was started at: not completed (that moves it
@@ -505,7 +505,8 @@ def _abandon(irp: Irp, level: int, status: NtStatus) -> NtStatus | None:
     if irp._index != level:
         return None
     irp.cancel_routine = None
-    complete_request(irp, status, 0)
+    # What that completion raises is chained to *error* (the first bug check wins).
+    complete_after_error(irp, error, status)
     return status
 
 
