@@ -887,7 +887,7 @@ class Verifier:
                 self._errors.append(error)
 
     def _write_after_completion(self, irp: Irp, field: str, value: object) -> None:
-        """Bug check 0xD5: a driver wrote *field* of *irp* after it completed.
+        """Bug check 0xD5 DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL: a driver wrote *field* of *irp* after it completed.
 
         Reference 2.9 and 5.6: the I/O manager frees a request when its final stage has run;
         10.1: under I/O verification IRPs come from special pool, so in Windows the write lands
@@ -918,7 +918,7 @@ class Verifier:
         )
         check = BugCheck(
             _WRITE_AFTER_COMPLETION,
-            f"DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL: {rule}",
+            rule,
             parameters=(irp, 1, actor if actor is not None else 0, 0),
             irp=irp,
             device=actor,
