@@ -22,6 +22,9 @@ def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
     will be cancelled: a driver without a cancel routine may still notice ``irp.cancel``, or finish
     the request with success.  Whoever cancels must still wait for the IRP to come back.
 
+    The IRP keeps a note of the cancel routine run (or that none was armed), so that a cancelled
+    IRP nobody completes is reported with what happened (:class:`~airp.DriverCancelTimeoutWarning`).
+
     There is no cancel spin lock to release: cancel routines are plain functions on the event loop's
     single thread, so nothing can run between taking the routine and calling it.
 
@@ -47,7 +50,11 @@ def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
     if monitor is not None:
         monitor.cancelled(irp, routine, reason)
     if routine is None:
+        # Noted for the report of an IRP nobody completes after it (DriverCancelTimeoutWarning):
+        # "no cancel routine was armed" unless an earlier cancel ran one.
+        irp.__dict__.setdefault(CANCEL_RAN, None)
         return False
+    irp.__dict__[CANCEL_RAN] = routine
     irp.cancel_routine = None
     index = irp._index
     if index > irp.stack_count:
@@ -66,6 +73,12 @@ def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
     if result is not None:
         _bad_cancel_routine_result(routine, result, irp)
     return True
+
+
+#: In an IRP's instance dict once it has been cancelled: the cancel routine the last
+#: :func:`cancel_irp` that found one ran, or ``None`` if none has found one armed.  Read by the
+#: requester's side to say what happened to a cancelled IRP that nobody completed.
+CANCEL_RAN = "_airp_cancel_ran"
 
 
 def _cancel_routine_raised(irp: Irp, index: int, error: BaseException) -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from .._machine._cancel import cancel_irp
+from .._machine._cancel import CANCEL_RAN, cancel_irp
 from .._machine._errors import NtStatusError
 from .._machine._irp import Irp
 from .._machine._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
@@ -67,12 +67,16 @@ class DriverCancelTimeoutWarning(RuntimeWarning):
     """A cancelled IRP was not completed within the cancel-wait limit and has been disowned.
 
     The analogue of the ``IO_DRIVER_CANCEL_TIMEOUT`` event Windows logs (reference 6.6).  The driver
-    of :attr:`device` holds the IRP and ignored the cancel: it neither set a cancel routine that
-    completes it nor noticed ``irp.cancel``.  When it completes the IRP later nobody is waiting.
+    of :attr:`device` holds the IRP and did not complete it after the cancel.  The message says
+    what happened, as far as airp saw it: no cancel routine was armed when the IRP was cancelled
+    (the driver neither set one nor noticed ``irp.cancel``), and where the IRP was then if a queue
+    of the device holds it (a StartIo queue, a KMDF queue); or the cancel routine that ran and did
+    not complete it.  When the driver completes the IRP later nobody is waiting.
 
     :ivar irp: the disowned IRP.
     :ivar device: the device of the IRP's current stack location (the one holding it), or ``None``.
     :ivar limit: the cancel-wait limit in seconds that expired.
+    :ivar what_happened: the sentence of the message that says what happened to the cancel.
     """
 
     def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
@@ -81,11 +85,61 @@ class DriverCancelTimeoutWarning(RuntimeWarning):
         self.limit = limit
         driver = device.driver if device is not None else None
         holder = f"{device!r} (driver {driver!r})" if device is not None else "its creator"
+        what, advice = _what_happened_to_the_cancel(irp, device)
+        self.what_happened = what
         super().__init__(
-            f"{irp!r} was cancelled but not completed within {limit:g} s: it is held by {holder}, whose"
-            " driver ignores cancellation. The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT); give"
-            " the driver a cancel routine or a cancel-safe queue, or complete held IRPs in IRP_MJ_CLEANUP."
+            f"{irp!r} was cancelled but not completed within {limit:g} s: it is held by {holder}; {what}."
+            f" The IRP has been disowned (IO_DRIVER_CANCEL_TIMEOUT); {advice}."
         )
+
+
+def _what_happened_to_the_cancel(irp: Irp, device: DeviceObject | None) -> tuple[str, str]:
+    """What the cancel of *irp* found and did, and what the driver should do: two sentences.
+
+    Read from what :func:`~airp.cancel_irp` noted (the cancel routine it ran, or none armed) and,
+    when no routine ran, from the queues of *device*'s task group (an IRP waiting in a StartIo or
+    KMDF queue, or in its StartIo routine, is named with where it is).
+    """
+    ran = irp.__dict__.get(CANCEL_RAN, _NOT_CANCELLED)
+    if ran is not None and ran is not _NOT_CANCELLED:
+        name = getattr(ran, "__qualname__", None) or repr(ran)
+        return (
+            f"its cancel routine {name} ran and did not complete the IRP",
+            "a cancel routine must take the IRP out of wherever its driver keeps it and complete it with"
+            " STATUS_CANCELLED (reference 6.2)",
+        )
+    where = _queued_where(irp, device)
+    if ran is _NOT_CANCELLED:
+        what = "it was never cancelled through cancel_irp"
+    else:
+        what = "no cancel routine was armed when it was cancelled"
+    if where is not None:
+        return (
+            f"{what}, while it was in {where}",
+            "arm a cancel routine while the IRP waits (start_packet's cancel_routine, a cancelable queue),"
+            " or have the routine that holds it check irp.cancel",
+        )
+    return (
+        f"{what}, and its driver did not notice irp.cancel: it ignores cancellation",
+        "give the driver a cancel routine or a cancel-safe queue, or complete held IRPs in IRP_MJ_CLEANUP",
+    )
+
+
+#: What cancel_irp notes in an IRP it never saw (the default of the look-up).
+_NOT_CANCELLED = object()
+
+
+def _queued_where(irp: Irp, device: DeviceObject | None) -> str | None:
+    """Where a queue of *device*'s task group holds *irp* ("<StartIoQueue ...>, waiting"), if one does."""
+    tasks = getattr(device, "tasks", None) if device is not None else None
+    for queue in getattr(tasks, "_queues", ()):
+        try:
+            for queued, where in queue._stuck():
+                if queued is irp:
+                    return str(where)
+        except Exception:  # a report must never fail: say nothing about the queue instead
+            return None
+    return None
 
 
 class DriverCancelTimeoutError(NtStatusError):
@@ -101,9 +155,10 @@ class DriverCancelTimeoutError(NtStatusError):
     def __init__(self, irp: Irp, device: DeviceObject | None, limit: float) -> None:
         self.irp = irp
         self.device = device
+        what, _ = _what_happened_to_the_cancel(irp, device)
         super().__init__(
             STATUS_DRIVER_CANCEL_TIMEOUT,
-            f"{irp!r} was not handed back within {limit:g} s of being cancelled (held by {device!r})",
+            f"{irp!r} was not handed back within {limit:g} s of being cancelled (held by {device!r}; {what})",
         )
 
 
