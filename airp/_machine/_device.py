@@ -138,8 +138,38 @@ class DeviceObject(Generic[ExtT]):
         driver.devices.append(self)
 
     def __repr__(self) -> str:
-        label = self.name or f"{self.driver.name} device"
+        """``<DeviceObject \\Device\\Name>``; an unnamed device says which stack it is in.
+
+        Two stacks of one driver have unnamed devices that would otherwise read alike (in
+        :class:`~airp.UnloadRefused`, in a bug check): an unnamed device is named by the bottom of
+        its stack (its PDO, by name, else by address) and how far above it it sits, or, once
+        REMOVE_DEVICE has detached it, by the stack it was in.  Only a few ``lower_device`` hops:
+        cheap enough for every message.
+        """
+        name = self.name
+        if name is not None:
+            return f"<DeviceObject {name}>"
+        label = f"{self.driver.name} device"
+        bottom = self
+        above = 0
+        while bottom.lower_device is not None:
+            bottom = bottom.lower_device
+            above += 1
+        if above:
+            return f"<DeviceObject {label} {above} above {_bottom_label(bottom)}>"
+        # Detached (REMOVE_DEVICE went down): the PnP manager's node still knows the stack's PDO.
+        pdo = getattr(self.device_node, "pdo", None)
+        if isinstance(pdo, DeviceObject) and pdo is not self:
+            return f"<DeviceObject {label} detached from {_bottom_label(pdo)}'s stack>"
+        if pdo is self or self.attached_device is not None:
+            return f"<DeviceObject {label}, a PDO at {id(self):#x}>"
         return f"<DeviceObject {label}>"
+
+
+def _bottom_label(bottom: DeviceObject) -> str:
+    """How an unnamed device's repr names the bottom of its stack."""
+    name = bottom.name
+    return name if name is not None else f"the {bottom.driver.name} PDO at {id(bottom):#x}"
 
 
 def get_attached_device(device: DeviceObject) -> DeviceObject:
