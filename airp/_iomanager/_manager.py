@@ -277,15 +277,19 @@ class IoManager:
         Children are removed first.  Before REMOVE goes down, the queues of every device in the
         stack stop: queued IRPs complete with STATUS_NO_SUCH_DEVICE and IRPs in progress are
         cancelled and finished.  The drivers then detach and delete their devices (bug check
-        0x21D / 0x21E otherwise, and 0x306 if REMOVE completes with a failure).  For a node
-        already surprise-removed, this waits until REMOVE has been sent, which happens once its
-        last handle is closed.
+        0x21D / 0x21E otherwise, and 0x306 if REMOVE completes with a failure).  A child whose
+        removal raises such a bug check does not stop the others, nor the node's own removal: the
+        first is raised once all of them are removed.  For a node already surprise-removed, this
+        waits until REMOVE has been sent, which happens once its last handle is closed.  A PnP
+        request still going down the node's stack is waited for first (one at a time per node).
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.  Waiting
         for a surprise-removed node's last handle stops.
 
         :raises RemovalVetoed: if the query was refused (nothing changed).
         :raises ValueError: if the node has already been removed.
+        :raises BugCheck: the first lifecycle check that fired (reference 10.3); the nodes count
+            as removed all the same.
         """
         await self.pnp.remove_device(node)
 
@@ -839,6 +843,10 @@ class FileHandle:
         as Windows ignores it.  A CLEANUP or CLOSE routine that raises does not either: every step
         still runs, the handle is closed, and then the first exception propagates.  A handle whose
         device was deleted meanwhile (delete-pending) still sends its CLEANUP and CLOSE there.
+
+        The last handle of a surprise-removed device lets IRP_MN_REMOVE_DEVICE go (reference 8.2):
+        ``close`` sends it and returns once it has completed, after waiting for a PnP request
+        still going down the device's stack (SURPRISE_REMOVAL, say), which REMOVE never overtakes.
 
         On cancellation: closing is not interruptible (``CloseHandle``): the whole close runs
         shielded, each of its waits bounded by the cancel-wait limit, and the cancellation is
