@@ -128,3 +128,21 @@ async def test_a_monitor_on_the_same_manager_sees_the_verifier_irp() -> None:
     done = [r for r in monitor.records if r.event == "done" and r.status == airp.STATUS_NOT_SUPPORTED]
     assert done  # the 0xFF IRP came back STATUS_NOT_SUPPORTED
     verifier.check()
+
+
+async def test_it_takes_the_node_s_turn_with_a_removal_right_after_the_start() -> None:
+    """The fake IRP goes one at a time with the PnP manager's requests: a removal asked for at
+    once, before anything else runs, neither overtakes it nor meets a half-removed stack."""
+    verifier = airp.Verifier()
+    driver = Function()
+    async with airp.IoManager(verifier=verifier) as io:
+        driver.io = io  # type: ignore[attr-defined]
+        node = await io.add_device("widget", function=driver)
+        await io.start_device(node)
+        await io.remove_device(node)
+        await wait_until_quiet()
+    minors = driver.minors
+    assert PnpMinor.REMOVE_DEVICE in minors
+    if 0xFF in minors:  # sent before the removal, never after it
+        assert minors.index(0xFF) < minors.index(PnpMinor.REMOVE_DEVICE)
+    verifier.check()

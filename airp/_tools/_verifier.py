@@ -864,27 +864,42 @@ class Verifier:
 
         Runs in a task of the verifier's, after the start: a violation is recorded in
         :attr:`violations` (and so fails :meth:`check`), but it cannot be raised at a call of the
-        caller's; any other exception is kept in :attr:`errors`.
+        caller's; any other exception is kept in :attr:`errors`.  It takes the device node's turn,
+        as the PnP manager's own requests do (one PnP request of a node at a time): it goes once
+        the start has finished, and a removal asked for meanwhile waits for it, or goes first and
+        leaves it nothing to send.
+
+        On cancellation (the run ends): the turn is waited for shielded, and the IRP, once sent,
+        is waited for as any awaited IRP is (cancelled, then waited for within the limit).
         """
-        top = get_attached_device(top)
-        device: DeviceObject | None = top
-        while device is not None:
-            if device.deleted or device.pnp_state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
-                return  # removed meanwhile: nothing to verify any more
-            device = device.lower_device
-        irp = Irp(top.stack_size)
-        hooks.watch(irp)
-        location = irp._stack[irp.stack_count - 1]
-        location.major = IrpMajor.PNP
-        location.minor = _FAKE_PNP_MINOR
-        irp.status = STATUS_NOT_SUPPORTED
-        self._fakes_sent += 1
+        node = top.device_node
+        lock = node._busy
+        if lock is None:
+            lock = node._busy = anyio.Lock(fast_acquire=True)  # as PnpManager._serialised makes it
+        with anyio.CancelScope(shield=True):
+            await lock.acquire()
         try:
-            await call_driver(top, irp)
-            await irp
-        except Exception as error:
-            if not any(v.irp is irp for v in self.violations):
-                self._errors.append(error)
+            top = get_attached_device(top)
+            device: DeviceObject | None = top
+            while device is not None:
+                if device.deleted or device.pnp_state in (PnpState.REMOVED, PnpState.SURPRISE_REMOVED):
+                    return  # removed meanwhile: nothing to verify any more
+                device = device.lower_device
+            irp = Irp(top.stack_size)
+            hooks.watch(irp)
+            location = irp._stack[irp.stack_count - 1]
+            location.major = IrpMajor.PNP
+            location.minor = _FAKE_PNP_MINOR
+            irp.status = STATUS_NOT_SUPPORTED
+            self._fakes_sent += 1
+            try:
+                await call_driver(top, irp)
+                await irp
+            except Exception as error:
+                if not any(v.irp is irp for v in self.violations):
+                    self._errors.append(error)
+        finally:
+            lock.release()
 
     def _write_after_completion(self, irp: Irp, field: str, value: object) -> None:
         """Bug check 0xD5 DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL: a driver wrote *field* of *irp* after it completed.
