@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
-import traceback
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +29,7 @@ from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters, _new_tuple
 from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error
+from .._machine._unraisable import report_unraisable
 from .._shell._requester_cancel import TaskIo
 from .._shell._waiting import _await_back
 
@@ -303,44 +302,13 @@ def _check_done_callback(callback: object) -> None:
         raise TypeError(f"a done callback is a plain function (request) -> None, got {callback!r}")
 
 
-class _UnraisableReport:
-    """What :func:`sys.unraisablehook` is given for a done callback that raised.
-
-    The attributes of ``sys.UnraisableHookArgs``, whose type the standard library does not expose
-    for building one: hooks written in Python (pytest's, a test's) read these attributes.
-    """
-
-    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
-
-    def __init__(self, error: BaseException, err_msg: str, culprit: object) -> None:
-        self.exc_type = type(error)
-        self.exc_value: BaseException | None = error
-        self.exc_traceback = error.__traceback__
-        self.err_msg: str | None = err_msg
-        self.object = culprit
-
-
 def _report_callback_error(request: Overlapped[Any], callback: object, error: Exception) -> None:
     """Report *error*, raised by *callback* of *request*, the way an exception nobody can catch is."""
     try:
         where = f"{_describe(request.irp)} {request!r}"
     except Exception:
         where = f"<Overlapped at {id(request):#x}>"
-    report = _UnraisableReport(error, f"Exception ignored in a done callback of {where}", callback)
-    hook = sys.unraisablehook
-    if hook is not sys.__unraisablehook__:
-        try:
-            hook(report)
-            return
-        except Exception:
-            pass  # as CPython does for a hook that fails: the default report instead
-    # The default hook accepts only its own argument type: write what it would.
-    try:
-        culprit = repr(callback)
-    except Exception:
-        culprit = f"<object repr() failed at {id(callback):#x}>"
-    print(f"{report.err_msg}: {culprit}", file=sys.stderr)
-    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    report_unraisable(error, f"Exception ignored in a done callback of {where}", callback)
 
 
 # -- the requester's deadline, read once per request -----------------------------------------------

@@ -21,11 +21,11 @@ exceptions a hook lets through are the bug checks a verifier raises on purpose.
 
 from __future__ import annotations
 
-import sys
-import traceback
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
+
+from ._unraisable import report_unraisable
 
 if TYPE_CHECKING:
     from ._device import DeviceObject
@@ -216,36 +216,11 @@ class MonitorHookError(RuntimeError):
         self.__cause__ = error
 
 
-class _UnraisableReport:
-    """The attributes of ``sys.UnraisableHookArgs`` (whose type cannot be built from Python)."""
-
-    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
-
-    def __init__(self, error: BaseException, err_msg: str, culprit: object) -> None:
-        self.exc_type = type(error)
-        self.exc_value: BaseException | None = error
-        self.exc_traceback = error.__traceback__
-        self.err_msg: str | None = err_msg
-        self.object = culprit
-
-
 def report_hook_error(error: MonitorHookError) -> None:
     """Report *error* the way Python reports an exception nobody can catch: through
     :func:`sys.unraisablehook` (pytest turns it into a ``PytestUnraisableExceptionWarning``, a
     test failure under ``filterwarnings = error``), else on stderr.  Never raises."""
-    report = _UnraisableReport(error, f"Exception ignored in a hook of {error.tool!r}", error.tool)
-    hook = sys.unraisablehook
-    if hook is not sys.__unraisablehook__:
-        try:
-            hook(report)
-            return
-        except Exception:
-            pass  # as CPython does for a hook that fails: the default report instead
-    try:
-        print(f"{report.err_msg}:", file=sys.stderr)
-        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    except Exception:
-        pass  # stderr itself is gone: nothing more to do
+    report_unraisable(error, f"Exception ignored in a hook of {error.tool!r}", error.tool)
 
 
 def watches(irp: Irp, hook: object) -> bool:
