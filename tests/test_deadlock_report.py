@@ -10,12 +10,11 @@ deadlock the clock fails to see fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
+from _guarded_run import run_guarded
 from _pnp_drivers import Filter, Function, Log
 
 import airp
@@ -30,41 +29,10 @@ from airp import (
     StartIoQueue,
     complete_request,
 )
-from airp.testing import VirtualTimeDeadlock, virtual_clock_for
+from airp.testing import VirtualTimeDeadlock
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
-#: Real seconds a run may take before the guard calls it a hang (the runs here take milliseconds).
-HANG_GUARD = 30.0
-
-
-def run_guarded(backend: str, main: Callable[[], Awaitable[Any]], **clock_options: Any) -> Any:
-    """``anyio.run(main)`` on a fresh virtual clock, in a daemon thread joined with a timeout.
-
-    The run's result is returned and its exception re-raised here; a run still going after
-    :data:`HANG_GUARD` real seconds fails the test (a hang guard, not a duration check).
-    """
-    name, options = virtual_clock_for(backend, **clock_options).anyio_backend()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = anyio.run(main, backend=name, backend_options=options)
-        except BaseException as error:  # handed to the test's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name=f"guarded {backend} run", daemon=True)
-    thread.start()
-    thread.join(HANG_GUARD)
-    if thread.is_alive():
-        pytest.fail(
-            f"the {backend} run was still going after {HANG_GUARD} s of real time: it hangs instead of ending"
-            " with VirtualTimeDeadlock",
-            pytrace=False,
-        )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
 
 
 class OpenClose(airp.Driver):

@@ -26,43 +26,13 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 import pytest
+from _guarded_run import run_guarded
 
 import airp
-from airp.testing import VirtualTimeDeadlock, VirtualTimeEventLoop, virtual_clock_for, wait_until_quiet
+from airp.testing import VirtualTimeDeadlock, VirtualTimeEventLoop, wait_until_quiet
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
-#: Real seconds a run may take before the guard calls it a hang (the runs here take milliseconds).
-HANG_GUARD = 30.0
-
-
-def run_guarded(backend: str, main: Callable[[], Awaitable[Any]], **clock_options: Any) -> Any:
-    """``anyio.run(main)`` on a fresh virtual clock, in a daemon thread joined with a timeout.
-
-    The run's result is returned and its exception re-raised here; a run still going after
-    :data:`HANG_GUARD` real seconds fails the test (a hang guard, not a duration check).
-    """
-    name, options = virtual_clock_for(backend, **clock_options).anyio_backend()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = anyio.run(main, backend=name, backend_options=options)
-        except BaseException as error:  # handed to the test's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name=f"guarded {backend} run", daemon=True)
-    thread.start()
-    thread.join(HANG_GUARD)
-    if thread.is_alive():
-        pytest.fail(
-            f"the {backend} run was still going after {HANG_GUARD} s of real time: it hangs (a loop that spins"
-            " or blocks) instead of ending as promised",
-            pytrace=False,
-        )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
 
 
 # -- 1. a run that nothing can wake is a deadlock ----------------------------------------------------
