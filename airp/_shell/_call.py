@@ -102,7 +102,9 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
         current_request.reset(token)
     if type(status) is not NtStatus:
         status = _checked_status(status, device)
-    if WRONG_RETURN not in irp.__dict__:
+    # Only an IRP still at or below this location, or a STATUS_PENDING, can need a note: the usual
+    # synchronous return (the IRP completed past this location, another status) pays two tests.
+    if (irp._index <= index or status == STATUS_PENDING) and WRONG_RETURN not in irp.__dict__:
         _note_wrong_return(irp, index, device, status)
     return monitor.dispatched(irp, device, status)
 
