@@ -309,7 +309,9 @@ class IoManager:
         """``IoInvalidateDeviceRelations(BusRelations)``: ask *node*'s bus driver for its children again.
 
         New children get their stacks built and started; children no longer reported are
-        surprise-removed (and removed once their handles close).
+        surprise-removed (and removed once their handles close).  A node is enumerated once at a
+        time: a call made while an enumeration of *node* is in progress (another task's) waits
+        for it, child builds and starts included, then asks the bus again.
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.
         """

@@ -574,8 +574,9 @@ class PnpManager:
         then reach deleted devices.  Each step (a state check, the state change, the queues
         stopped, the request sent and waited for) runs inside its node's turn, and checks the
         node again once it has it: whoever waited may find the work done (REMOVE already sent).
-        A step holds its own node's turn only, never while it waits for another node's, so no two
-        steps can wait for each other.
+        A step holds its own node's turn only, except an enumeration (:meth:`enumerate`), which
+        holds its bus's turn while it waits for its children's; nothing waits for a parent's turn
+        while holding a child's, so no two steps can wait for each other.
 
         On cancellation: the turn is waited for shielded, as the requests themselves are.
         """
@@ -663,41 +664,60 @@ class PnpManager:
                 gone.parent.children.remove(gone)
 
     async def enumerate(self, node: DeviceNode) -> None:
-        """IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations): build new children, remove missing ones."""
+        """IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations): build new children, remove missing ones.
+
+        One enumeration of a node at a time, all of it inside the node's turn (:meth:`_serialised`):
+        the query, the surprise removal of the children no longer reported, and the building and
+        starting of the new ones, as Windows' PnP manager enumerates a device node once at a time.
+        An enumeration asked for meanwhile waits for it, then asks the bus again, and finds the
+        children the first one built already there.  Without this, two enumerations at once each
+        built the stack of a child reported to both (two device nodes on one PDO).
+
+        The turn of the node is held while its children's turns are waited for (their surprise
+        removal, their start), never the other way round: nothing waits for a parent's turn while
+        holding a child's, so the two cannot wait for each other.  A driver routine that the
+        enumeration runs (a child's AddDevice or start) must therefore not wait for an enumeration
+        of that same bus.
+
+        On cancellation: the turn and every PnP request are waited for shielded; the AddDevice
+        routines run as they are (see :meth:`airp.IoManager.add_device`).
+        """
         if node.state is not PnpState.STARTED:
             return
-        relations: list[object] = []
         async with self._serialised(node):
             if node.state is not PnpState.STARTED:
-                return
+                return  # removed while this enumeration waited for the one before
+            relations: list[object] = []
             status = await self._send(
                 node, PnpMinor.QUERY_DEVICE_RELATIONS, QueryDeviceRelationsParameters(DeviceRelationType.BUS_RELATIONS, relations)
             )
-        if status != STATUS_SUCCESS:
-            return  # not a bus (STATUS_NOT_SUPPORTED), or nothing to say
-        reported: list[DeviceObject] = []
-        for child in relations:
-            if not isinstance(child, DeviceObject):
-                raise TypeError(f"{node.top.driver!r} reported {child!r} as a bus relation: a bus reports its child PDOs (DeviceObject)")
-            reported.append(child)
-        known = {child.pdo: child for child in node.children}
-        for child_node in list(node.children):
-            if child_node.pdo not in reported and child_node.pdo.pnp_state is not PnpState.REMOVED:
-                await self._surprise_tree(child_node)
-        for pdo in reported:
-            previous = known.get(pdo)
-            if previous is not None:
-                if not previous.removed:
-                    continue
-                # Removed in order while still present: the PnP manager builds its stack again,
-                # as Windows restarts a device that is still there when its bus is enumerated.
-                self.nodes.remove(previous)
-                node.children.remove(previous)
-            hardware_id = getattr(pdo.extension, "hardware_id", None)
-            if not isinstance(hardware_id, str):
-                raise TypeError(f"child PDO {pdo!r} of {node!r} has no hardware id: its extension needs a str hardware_id")
-            child = await self._build(pdo, hardware_id, self._description_for(hardware_id), node)
-            await self.start_device(child)
+            if status != STATUS_SUCCESS:
+                return  # not a bus (STATUS_NOT_SUPPORTED), or nothing to say
+            reported: list[DeviceObject] = []
+            for child in relations:
+                if not isinstance(child, DeviceObject):
+                    raise TypeError(f"{node.top.driver!r} reported {child!r} as a bus relation: a bus reports its child PDOs (DeviceObject)")
+                reported.append(child)
+            known = {child.pdo: child for child in node.children}
+            for child_node in list(node.children):
+                if child_node.pdo not in reported and child_node.pdo.pnp_state is not PnpState.REMOVED:
+                    await self._surprise_tree(child_node)
+            for pdo in reported:
+                previous = known.get(pdo)
+                if previous is not None:
+                    if not previous.removed:
+                        continue
+                    # Removed in order while still present: the PnP manager builds its stack again,
+                    # as Windows restarts a device that is still there when its bus is enumerated.
+                    if previous in self.nodes:
+                        self.nodes.remove(previous)
+                    if previous in node.children:
+                        node.children.remove(previous)
+                hardware_id = getattr(pdo.extension, "hardware_id", None)
+                if not isinstance(hardware_id, str):
+                    raise TypeError(f"child PDO {pdo!r} of {node!r} has no hardware id: its extension needs a str hardware_id")
+                child = await self._build(pdo, hardware_id, self._description_for(hardware_id), node)
+                await self.start_device(child)
 
     async def query_remove(self, node: DeviceNode) -> None:
         self._running("query_remove_device")
