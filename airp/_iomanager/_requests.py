@@ -226,8 +226,9 @@ class Overlapped(Generic[T]):
             was still copied back and is in the error's ``data``).  If a driver routine raised and
             airp completed the request with STATUS_INTERNAL_ERROR, that exception is the cause.
         :raises BugCheck: the bug check the request's final stage raised (0x312, 0x228, ...), or
-            one raised while completing an IRP of the driver's own that this request was linked to
-            (the 5.8 rule: see ``docs/driver-created-irps.md``), even if the request succeeded.
+            one raised, while this request was still in flight, in completing an IRP of the
+            driver's own that it was linked to (the 5.8 rule: see ``docs/driver-created-irps.md``).
+            A request that had completed before keeps its own result.
         :raises RuntimeError: if the request has not completed yet.
         """
         irp = self.irp

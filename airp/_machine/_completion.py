@@ -55,9 +55,11 @@ def complete_request(irp: Irp, status: int | None = None, information: int | Non
     0x2A from a driver-allocated IRP's final stage say, that follow-on is chained to the routine's
     exception as its ``follow_on``, never raised in its place).  Likewise a final stage that raises
     (a bug check such as 0x312, or 0x2A for a driver's own IRP that reached the top, reference 5.8)
-    wakes the waiter, which raises the same exception, and so do the waiters of the IRPs given as
-    the context of the last routine that ran (an IRP, or IRPs in a tuple or list): the request a
-    driver's own IRP was serving fails at its ``await`` too.  A routine that ran with
+    wakes the waiter, which raises the same exception, and so do, when they complete, the waiters
+    of the IRPs still in flight given as the context of the last routine that ran (an IRP, or IRPs
+    in a tuple or list).  A request given there that has already completed (the routine completed
+    it, then let the walk of its driver's own IRP go on to the top) keeps its own result: the bug
+    check goes to whoever called ``complete_request``.  A routine that ran with
     ``pending_returned`` set, let the walk go on and left its owner's location unmarked is noted,
     so that the I/O manager reports 0xC9 / 0x228 naming it rather than 0x23D against the top driver.
 
@@ -240,8 +242,11 @@ def _record_on_linked(error: BaseException, context: object, irp: Irp) -> None:
 
     The link is the one a driver already makes: the context of the completion routine that ran
     last, if it is an IRP or a tuple or list holding IRPs (``(parent, ...)``).  Each such IRP that
-    has no error yet gets *error* as its final error: whoever awaits it raises the bug check (at
-    once if it has completed, since its waiter is woken again; otherwise when it completes).
+    is still in flight and has no error yet gets *error* as its final error: whoever awaits it
+    raises the bug check when it completes.  A linked IRP that has already completed (the routine
+    completed the request it served, then let the walk of its own IRP go on to the top) keeps its
+    own result: its requester gets what its request did, and the bug check goes to whoever called
+    ``complete_request`` (issue 19 item 6).
     """
     if isinstance(context, Irp):
         linked: tuple[object, ...] | list[object] = (context,)
@@ -250,10 +255,8 @@ def _record_on_linked(error: BaseException, context: object, irp: Irp) -> None:
     else:
         return
     for other in linked:
-        if isinstance(other, Irp) and other is not irp and other._final_error is None:
+        if isinstance(other, Irp) and other is not irp and other._final_error is None and other._index <= other.stack_count:
             other._final_error = error
-            if other._index > other.stack_count:
-                _wake(other)
 
 
 #: In an IRP's instance dict: (routine, device) of the first completion routine that let the walk
