@@ -22,6 +22,7 @@ from ._iomanager._pnp import RemovalVetoed as RemovalVetoed
 from ._iomanager._pnp import RootBus as RootBus
 from ._iomanager._pnp import StackDescription as StackDescription
 from ._iomanager._pnp import UnloadRefused as UnloadRefused
+from ._iomanager._requests import MAX_TRANSFER_LENGTH as MAX_TRANSFER_LENGTH
 from ._iomanager._requests import Overlapped as Overlapped
 from ._machine._allocation import AllocationFlags as AllocationFlags
 from ._machine._allocation import AllocatorStatistics as AllocatorStatistics
@@ -32,6 +33,7 @@ from ._machine._allocation import SimulatedFailure as SimulatedFailure
 from ._machine._allocation import allocate_irp as allocate_irp
 from ._machine._allocation import free_irp as free_irp
 from ._machine._allocation import reuse_irp as reuse_irp
+from ._machine._associated import MAX_ASSOCIATED_IRPS as MAX_ASSOCIATED_IRPS
 from ._machine._associated import arm_master_cancel as arm_master_cancel
 from ._machine._associated import associated_irps as associated_irps
 from ._machine._associated import cancel_associated_irps as cancel_associated_irps
@@ -71,6 +73,7 @@ from ._machine._driver import Driver as Driver
 from ._machine._driver import dispatch as dispatch
 from ._machine._errors import NtStatusError as NtStatusError
 from ._machine._file import FileObject as FileObject
+from ._machine._irp import MAX_STACK_SIZE as MAX_STACK_SIZE
 from ._machine._irp import CancelRoutine as CancelRoutine
 from ._machine._irp import CompletionRoutine as CompletionRoutine
 from ._machine._irp import DeviceIoControlParameters as DeviceIoControlParameters

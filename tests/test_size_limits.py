@@ -125,3 +125,28 @@ async def test_a_driver_with_a_runaway_part_count_fails_its_read_at_once() -> No
             assert irp.completed
             assert irp.status == STATUS_INTERNAL_ERROR
             assert io.outstanding_requests() == []
+
+
+# -- requester buffers ---------------------------------------------------------------------------
+
+
+class _Reader(airp.Driver):
+    @airp.dispatch(airp.IrpMajor.CREATE, airp.IrpMajor.CLOSE, airp.IrpMajor.CLEANUP, airp.IrpMajor.READ, airp.IrpMajor.DEVICE_CONTROL)
+    async def anything(self, device: airp.DeviceObject, irp: airp.Irp) -> int:
+        airp.complete_request(irp, airp.STATUS_SUCCESS, 0)
+        return airp.STATUS_SUCCESS
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("flags", [airp.DeviceFlags.BUFFERED_IO, airp.DeviceFlags.DIRECT_IO], ids=["buffered", "direct"])
+async def test_a_read_or_output_longer_than_a_dword_is_refused_before_allocating(flags: airp.DeviceFlags) -> None:
+    io = airp.IoManager()
+    io.create_device(_Reader(), "\\Device\\Huge", flags=flags)
+    async with io.open("\\Device\\Huge") as handle:
+        with pytest.raises(ValueError, match=r"read length must be at most 4294967295"):
+            await handle.read(2**40)
+        with pytest.raises(ValueError, match=r"output_length must be at most 4294967295"):
+            await handle.device_control(0x22_0000, output_length=2**40)
+        assert io.outstanding_requests() == []
+        assert await handle.read(4) == b""  # the handle still works (the driver transfers nothing)
+    assert airp.MAX_TRANSFER_LENGTH == 2**32 - 1

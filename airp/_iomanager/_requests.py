@@ -33,7 +33,19 @@ from .._machine._unraisable import report_unraisable
 from .._shell._requester_cancel import TaskIo
 from .._shell._waiting import _await_back
 
-__all__ = ["Overlapped", "build_device_control_request", "build_read_write_request", "current_effective_deadline"]
+__all__ = [
+    "MAX_TRANSFER_LENGTH",
+    "Overlapped",
+    "build_device_control_request",
+    "build_read_write_request",
+    "current_effective_deadline",
+]
+
+#: The most bytes one read or one device control's output may ask for: a DWORD, as ReadFile's
+#: ``nNumberOfBytesToRead`` and DeviceIoControl's ``nOutBufferSize``.  The I/O manager allocates the
+#: requester's buffer (and, for buffered I/O, the system buffer) before the request is sent, so a
+#: length from a bad computation must be refused before it exhausts memory.
+MAX_TRANSFER_LENGTH = 0xFFFF_FFFF
 
 T = TypeVar("T")
 
@@ -429,6 +441,11 @@ def build_read_write_request(
             raise TypeError(f"read length must be an int, got {type(length).__name__} {length!r}")
         if length < 0:
             raise ValueError(f"read length must be >= 0, got {length!r}")
+        if length > MAX_TRANSFER_LENGTH:
+            raise ValueError(
+                f"read length must be at most {MAX_TRANSFER_LENGTH} (a DWORD, as ReadFile's), got {length!r}:"
+                " airp allocates the buffer before the request is sent"
+            )
         output = bytearray(length)
         if device.flags & _DO_BUFFERED_IO:
             irp.flags = _BUFFERED_READ
@@ -484,6 +501,11 @@ def build_device_control_request(
         raise TypeError(f"output_length must be an int, got {type(output_length).__name__} {output_length!r}")
     if output_length < 0:
         raise ValueError(f"output_length must be >= 0, got {output_length!r}")
+    if output_length > MAX_TRANSFER_LENGTH:
+        raise ValueError(
+            f"output_length must be at most {MAX_TRANSFER_LENGTH} (a DWORD, as DeviceIoControl's), got"
+            f" {output_length!r}: airp allocates the output buffer before the request is sent"
+        )
     irp, loc = _new_irp(device, file_object, irp)
     loc.major = IrpMajor.INTERNAL_DEVICE_CONTROL if internal else IrpMajor.DEVICE_CONTROL
     output = bytearray(output_length)
