@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 import anyio
 import anyio.lowlevel
 
+from .._machine._bugcheck import chain_follow_on
 from .._machine._cancel import cancel_irp
 from .._machine._codes import DeviceFlags, IrpMajor
 from .._machine._device import DeviceObject, delete_device, get_attached_device
@@ -28,6 +29,7 @@ from .._machine._status import (
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_PENDING,
+    nt_success,
 )
 from .._shell._call import call_driver
 from .._shell._device_tasks import RoutineFailure
@@ -259,8 +261,8 @@ class IoManager:
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.
 
-        :raises RemovalVetoed: if handles are open on the stack, or a driver failed the query
-            (CANCEL_REMOVE_DEVICE has then been sent: nothing changed).
+        :raises RemovalVetoed: if handles are open on the stack (or an open is in progress), or a
+            driver failed the query (CANCEL_REMOVE_DEVICE has then been sent: nothing changed).
         """
         await self.pnp.query_remove(node)
 
@@ -527,8 +529,17 @@ class IoManager:
         supported too (it awaits the open, then uses the :class:`FileHandle` as the context
         manager, which closes it the same way), but the ``await`` adds nothing.
 
+        While the CREATE is on its way, the open holds the device node as a handle does: a
+        surprise removal meanwhile sends IRP_MN_SURPRISE_REMOVAL, but IRP_MN_REMOVE_DEVICE waits
+        until the open has ended (and then until its handle is closed), and an orderly removal is
+        vetoed.  An open that fails leaves nothing behind: its file object is forgotten, and if
+        it was the last thing holding a surprise-removed device, REMOVE_DEVICE goes before the
+        error is raised.
+
         On cancellation: as awaiting any IRP; the CREATE request is cancelled and waited for, and
-        no handle is returned.
+        no handle is returned.  If the driver completed the CREATE successfully all the same, the
+        file it opened is closed (IRP_MJ_CLEANUP, IRP_MJ_CLOSE, shielded) before the cancellation
+        propagates, as Windows closes a file object whose handle it cannot hand out.
 
         :raises NtStatusError: STATUS_OBJECT_NAME_NOT_FOUND for an unknown name, or the status the
             driver failed the CREATE with.
@@ -545,11 +556,67 @@ class IoManager:
         _register_in_run(self)
         file_object = FileObject(device, synchronous=synchronous)
         handle = FileHandle(self, file_object)
-        await handle._simple(IrpMajor.CREATE)
+        request, top = handle._build_simple(IrpMajor.CREATE)
         if node is not None:
-            node.handles += 1
+            # Counted before the CREATE goes down (Windows' open in progress holds a reference on
+            # the device object): REMOVE after a surprise removal waits for it.  The check above
+            # and this run with no await between them.
+            self.pnp.open_begins(node)
+        try:
+            await self._send(request, top)
+            await request
+        except BaseException as error:
+            await self._open_failed(handle, request, node, error)
+            raise
+        if node is not None:
             handle._node = node
+            await self.pnp.open_ended(node, opened=True)
         return handle
+
+    async def _open_failed(self, handle: FileHandle, request: Overlapped[Any], node: DeviceNode | None, error: BaseException) -> None:
+        """Leave nothing behind of an open that raised *error*: the file object, the node's count.
+
+        A CREATE that failed, or was cancelled and came back, sent nothing else and opened
+        nothing: the file object is closed and forgotten (``_send`` put it in ``_files``).  One the
+        driver completed successfully while the opener was cancelled (or a check after it raised)
+        opened a file no handle will ever close: it is closed here, as Windows closes a file
+        object whose handle it cannot hand out.  A CREATE still held by its driver past the
+        cancel-wait limit (disowned, already reported) is forgotten once it completes.  Then the
+        node's count is given back, which lets REMOVE go if this open was the last thing holding a
+        surprise-removed node.
+
+        What the clean-up raises does not replace *error*: it is chained to it
+        (``follow_on``), unless *error* is a cancellation, which an error goes before.
+
+        On cancellation: runs shielded to its end.
+        """
+        irp = request.irp
+        file_object = handle.file_object
+        try:
+            with anyio.CancelScope(shield=True):
+                if irp.completed and nt_success(irp.status):
+                    if node is not None:
+                        handle._node = node
+                        await self.pnp.open_ended(node, opened=True)  # the close gives it back
+                    await handle.close()
+                    return
+                file_object.closed = True
+                if file_object.requests:
+                    request.add_done_callback(lambda _request: self._forget_file(file_object))
+                else:
+                    self._files.pop(file_object, None)
+                if node is not None:
+                    await self.pnp.open_ended(node, opened=False)
+        except Exception as raised:
+            if isinstance(error, Exception):
+                chain_follow_on(error, raised)
+                return
+            raise
+
+    def _forget_file(self, file_object: FileObject) -> None:
+        # A closed file object whose last request has reached its final stage is forgotten.
+        if file_object.closed and not self.outstanding_requests(file_object):
+            self._files.pop(file_object, None)
 
     async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
         # The requester's boundary: below it, the requester's deadline turns into cancel_irp in

@@ -81,14 +81,15 @@ class StackDescription:
 
 
 class RemovalVetoed(Exception):  # noqa: N818 - "the removal was vetoed", as Windows says it
-    """An orderly removal was refused: a driver failed IRP_MN_QUERY_REMOVE_DEVICE, or handles are open.
+    """An orderly removal was refused: a driver failed IRP_MN_QUERY_REMOVE_DEVICE, or handles are open or opening.
 
     Nothing changed: every device of the stack is back in the state it was in (CANCEL_REMOVE_DEVICE
     was sent to the stack when a driver failed the query).
 
     :ivar node: the node whose removal was refused.
     :ivar reason: what refused it.
-    :ivar status: the status a driver failed the query with, or ``None`` for open handles.
+    :ivar status: the status a driver failed the query with, or ``None`` for open handles and opens
+        in progress.
     """
 
     def __init__(self, node: DeviceNode, reason: str, status: NtStatus | None = None) -> None:
@@ -180,6 +181,10 @@ class DeviceNode:
     :ivar parent: the bus's node, or ``None`` for a device added with ``io.add_device``.
     :ivar children: the nodes of the devices the bus driver of this node reported.
     :ivar handles: how many handles are open on the stack.
+    :ivar opening: how many opens are in progress on the stack: their IRP_MJ_CREATE has been sent
+        and has not completed yet.  Each holds the device as an open handle does (Windows' open
+        in progress holds a reference on the device object): REMOVE_DEVICE after a surprise
+        removal waits for it, and an orderly removal is vetoed while one is in progress.
     """
 
     __slots__ = (
@@ -190,6 +195,7 @@ class DeviceNode:
         "children",
         "handles",
         "hardware_id",
+        "opening",
         "parent",
         "pdo",
         "removed",
@@ -201,6 +207,7 @@ class DeviceNode:
         self.parent = parent
         self.children: list[DeviceNode] = []
         self.handles = 0
+        self.opening = 0
         # The devices whose queues run in the PnP manager's task group: device -> (stop, done).
         self._hosts: dict[DeviceObject, tuple[anyio.Event, anyio.Event]] = {}
         self._gone: anyio.Event | None = None
@@ -258,8 +265,19 @@ class DeviceNode:
         return f"<DeviceNode {label} {state}, {len(self.devices)} device(s)>"
 
 
+def _holding(node: DeviceNode) -> str:
+    """Why an orderly removal of *node* is vetoed: its open handles and opens in progress."""
+    parts = []
+    if node.handles:
+        parts.append(f"{node.handles} handle(s) still open")
+    if node.opening:
+        parts.append(f"{node.opening} open(s) in progress")
+    return " and ".join(parts)
+
+
 def _open_handles(node: DeviceNode) -> int:
-    return node.handles + sum(_open_handles(child) for child in node.children)
+    # Opens in progress count: their CREATE is still going down the stack REMOVE would take apart.
+    return node.handles + node.opening + sum(_open_handles(child) for child in node.children)
 
 
 class PnpManager:
@@ -727,8 +745,8 @@ class PnpManager:
                 await self.query_remove(child)
         async with self._serialised(node):
             next_pnp_state(node.state, PnpMinor.QUERY_REMOVE_DEVICE)  # the request before may have moved it
-            if node.handles:
-                raise RemovalVetoed(node, f"{node.handles} handle(s) still open")
+            if node.handles or node.opening:
+                raise RemovalVetoed(node, _holding(node))
             self._apply(node, PnpMinor.QUERY_REMOVE_DEVICE)
             status = await self._send(node, PnpMinor.QUERY_REMOVE_DEVICE)
         if status != STATUS_SUCCESS:
@@ -794,6 +812,32 @@ class PnpManager:
         """The I/O manager's call when a handle on *node* is closed: the last one lets REMOVE go."""
         node.handles -= 1
         await self._remove_if_closed(node)
+
+    def open_begins(self, node: DeviceNode) -> None:
+        """The I/O manager's call before it sends an open's IRP_MJ_CREATE down *node*'s stack.
+
+        From here until :meth:`open_ended` the open holds the node as a handle does: a surprise
+        removal meanwhile sends SURPRISE_REMOVAL but not REMOVE_DEVICE, which would detach and
+        delete the devices the CREATE is still going through.
+        """
+        node.opening += 1
+
+    async def open_ended(self, node: DeviceNode, opened: bool) -> None:
+        """The I/O manager's call once an open's IRP_MJ_CREATE is over (:meth:`open_begins`).
+
+        :param opened: True if the CREATE succeeded and a handle now counts on the node (its close
+            calls :meth:`handle_closed`); False if it failed, was cancelled or was given up: then,
+            if that was the last thing holding a surprise-removed node, REMOVE_DEVICE goes now, as
+            at the last handle's close.
+
+        On cancellation: the removal it sends is waited for, shielded (PnP requests are).
+        """
+        node.opening -= 1
+        if opened:
+            node.handles += 1
+            return
+        with anyio.CancelScope(shield=True):
+            await self._remove_if_closed(node)
 
     async def _send_remove(self, node: DeviceNode) -> None:
         # Children first; one whose REMOVE raises (a bug check) does not keep the others, or this
