@@ -11,7 +11,7 @@ import anyio
 
 from .._iomanager._plugins import available_drivers
 from .._version import __version__
-from ._demo import run_demo
+from ._demo import check_trace_path, run_demo
 from ._simulate import add_simulate_arguments, run_simulate_command
 from ._timeline import add_trace_arguments, run_trace_command
 
@@ -40,7 +40,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, entry in sorted(available_drivers().items()):
             print(f"{name:24} {entry.value}")
         return 0
-    anyio.run(functools.partial(run_demo, trace=args.trace), backend=args.backend)
+    return _run_demo_command(args)
+
+
+def _run_demo_command(args: argparse.Namespace) -> int:
+    """``airp demo``: 0, or 2 with one line on stderr if the ``--trace`` file cannot be written.
+
+    The file is checked before the demo runs (a directory, a directory that does not exist), and
+    a write that fails at the end is reported the same way: bad input is not a traceback, whose
+    exit status 1 is what ``airp simulate`` gives for a lost request.
+    """
+    try:
+        if args.trace is not None:
+            check_trace_path(args.trace)
+        anyio.run(functools.partial(run_demo, trace=args.trace), backend=args.backend)
+    except OSError as error:
+        if args.trace is None or error.filename != args.trace:
+            raise
+        print(f"airp demo: cannot write the trace to {args.trace!r}: {error.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from .._machine._errors import NtStatusError
 from ._trace_export import write_chrome_trace
 from ._tracing import IrpMonitor, TraceRecord
 
-__all__ = ["run_demo"]
+__all__ = ["check_trace_path", "run_demo"]
 
 INTRO = r"""airp demo: IRPs travelling through a stack of drivers
 
@@ -54,6 +55,28 @@ async def _step(
             say("    " + record.describe())
 
 
+def check_trace_path(trace: str | os.PathLike[str]) -> None:
+    """Refuse, before the demo runs, a trace file that could not be written at its end.
+
+    The demo takes a while and writes its trace last; a name that is a directory, or in a
+    directory that does not exist, is found out here instead.  (A write that fails later for
+    another reason, a full disk say, still raises from :func:`run_demo`.)
+
+    :param trace: the file ``--trace`` names.
+    :raises OSError: naming the file (``filename``) and what is wrong with it (``strerror``).
+    """
+    path = os.fspath(trace)
+    if not path:
+        raise FileNotFoundError(errno.ENOENT, "no file name given", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "it is a directory; give a file name such as demo.json", path)
+    directory = os.path.dirname(path) or os.curdir
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"its directory {directory!r} does not exist", path)
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise PermissionError(errno.EACCES, "it cannot be written (permission denied)", path)
+
+
 async def run_demo(
     say: Callable[[str], object] = print, *, latency: float = 0.01, trace: str | os.PathLike[str] | None = None
 ) -> int:
@@ -64,8 +87,12 @@ async def run_demo(
     :param trace: also write every IRP of the run to this file as a Chrome trace
         (:func:`~airp.write_chrome_trace`), for Perfetto or ``airp trace --svg``.
     :returns: how many IRPs were traced (Plug and Play requests included).
-    :raises OSError: if the trace file cannot be written.
+    :raises OSError: if the trace file cannot be written: before the demo runs for a name that is
+        a directory or whose directory does not exist (:func:`check_trace_path`), at its end
+        otherwise.
     """
+    if trace is not None:
+        check_trace_path(trace)
     say(INTRO)
     monitor = IrpMonitor(capacity=100_000)
     async with IoManager(monitor=monitor) as io:

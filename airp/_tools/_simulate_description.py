@@ -5,6 +5,12 @@ column), every key (an unknown key or a value of the wrong type names its key pa
 ``workload.mix.read``, and says what was expected), the workload's values (a negative rate or a zero
 concurrency is refused), and the drivers (an unknown plugin lists the installed ones; a parameter
 the driver refuses names ``stack[N].params``).  The format is documented in ``docs/simulate.md``.
+
+Values that would exhaust memory or overflow the run are refused too, each against a documented
+limit (``docs/simulate.md``, "Bad input"): at most :data:`MAX_LAYERS` layers, transfer sizes and
+``ioctl_output`` up to :data:`MAX_TRANSFER` bytes, a 32-bit ``ioctl``, at most
+:data:`MAX_REQUESTERS` closed-arrival requesters and :data:`MAX_SAMPLES` depth samples, times up
+to :data:`MAX_SECONDS`, and TOML nested no deeper than the parser can read.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 from .._iomanager._plugins import load_driver
 from .._machine._driver import Driver
+from .._machine._irp import MAX_STACK_SIZE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +34,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "MAX_LAYERS",
+    "MAX_REQUESTERS",
+    "MAX_SAMPLES",
+    "MAX_SECONDS",
+    "MAX_TRANSFER",
     "SimulationDescriptionError",
     "Layer",
     "ReportOptions",
@@ -39,6 +51,22 @@ __all__ = [
 
 ARRIVALS = ("poisson", "fixed", "closed")
 MAJORS = ("read", "write", "device_control")
+
+#: The most layers a stack may have: an IRP has at most MAX_STACK_SIZE (127) locations, and the
+#: root-enumerated PDO under the stack takes one of them.
+MAX_LAYERS = MAX_STACK_SIZE - 1
+#: The largest transfer (``size``) and ``ioctl_output``, in bytes: 16 MiB.  Each request holds its
+#: buffer twice (the requester's and the system buffer), and a run holds many requests.
+MAX_TRANSFER = 16 * 1024 * 1024
+#: The largest control code: a 32-bit unsigned int, as ``DeviceIoControl`` takes it.
+MAX_IOCTL = 0xFFFF_FFFF
+#: The most requesters of closed arrivals: each is a task of its own.
+MAX_REQUESTERS = 10_000
+#: The most queue-depth samples of a report: each is kept in the report.
+MAX_SAMPLES = 10_000
+#: The longest service time (seconds) ``workload.service`` may give: virtual time is exact up to
+#: 10**12 s, and a report's sums of far longer times overflow.
+MAX_SECONDS = 1e12
 
 
 class SimulationDescriptionError(ValueError):
@@ -159,7 +187,12 @@ class SimulationDescription:
         tenth of *requests*, so that a short trial run of a long description still measures.
 
         :raises SimulationDescriptionError: if both are given, or the result is not a valid workload.
+        :raises TypeError: if *requests* or *seed* is not an int, or *duration* not a number.
         """
+        for name, value, kinds in (("requests", requests, (int,)), ("duration", duration, (int, float)), ("seed", seed, (int,))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                expected = "an int" if kinds == (int,) else "a number of seconds"
+                raise TypeError(f"with_options: {name} must be {expected} or None, got {type(value).__name__} {value!r}")
         if requests is not None and duration is not None:
             raise SimulationDescriptionError("command line", "--requests/--duration", "give one of them, not both")
         workload = self.workload
@@ -204,9 +237,19 @@ def parse_simulation(text: str, source: str = "<string>") -> SimulationDescripti
     :raises SimulationDescriptionError: for malformed TOML (with its line and column), unknown keys, values
         of the wrong type or out of range (with their key path), an unknown driver plugin (with
         the installed ones).
+    :raises TypeError: if *text* or *source* is not a str.
     """
+    for name, value in (("text", text), ("source", source)):
+        if not isinstance(value, str):
+            raise TypeError(f"parse_simulation: {name} must be a str, got {type(value).__name__} {value!r}")
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        # tomllib reads arrays and inline tables recursively: a file nested deeper than the
+        # interpreter's recursion limit is refused as malformed, not with a traceback.
+        raise SimulationDescriptionError(
+            source, "TOML", "malformed: arrays or inline tables nested too deeply for the TOML reader (a few hundred levels)"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         message = str(error)
         where, _, rest = message.rpartition("(at ")
@@ -228,6 +271,13 @@ def parse_simulation(text: str, source: str = "<string>") -> SimulationDescripti
         raise SimulationDescriptionError(source, "stack", "missing: expected [[stack]] tables naming the drivers, bottom to top")
     if not isinstance(layers_raw, list) or not layers_raw:
         raise SimulationDescriptionError(source, "stack", "expected one or more [[stack]] tables (bottom to top)")
+    if len(layers_raw) > MAX_LAYERS:
+        raise SimulationDescriptionError(
+            source,
+            "stack",
+            f"{len(layers_raw)} layers; at most {MAX_LAYERS} (an IRP has at most {MAX_STACK_SIZE} stack locations,"
+            " one of them the PDO's)",
+        )
     layers = []
     for index, raw in enumerate(layers_raw):
         key = f"stack[{index}]"
@@ -251,7 +301,7 @@ def parse_simulation(text: str, source: str = "<string>") -> SimulationDescripti
     reader.keys(report_table, "report", {"batches", "samples"})
     report = ReportOptions(
         batches=reader.integer(report_table, "batches", "report.batches", default=20, low=2),
-        samples=reader.integer(report_table, "samples", "report.samples", default=100, low=1),
+        samples=reader.integer(report_table, "samples", "report.samples", default=100, low=1, high=MAX_SAMPLES),
     )
     description = SimulationDescription(source, name, device, hardware_id, tuple(layers), workload, report)
     _check_workload(workload, source, complete=False)
@@ -281,6 +331,10 @@ def _read_workload(reader: _Reader, table: Mapping[str, Any]) -> Workload:
             raise SimulationDescriptionError(
                 reader.source, "workload.size", f"expected bytes (an integer >= 0) or a non-empty list of them, got {raw!r}"
             )
+        if max(values) > MAX_TRANSFER:
+            raise SimulationDescriptionError(
+                reader.source, "workload.size", f"expected at most {MAX_TRANSFER} bytes (16 MiB) per request, got {max(values)}"
+            )
         sizes = tuple(values)
     offsets = reader.table(table, "offsets", "workload.offsets", required=False)
     reader.keys(offsets, "workload.offsets", {"blocks", "block_size"})
@@ -289,6 +343,7 @@ def _read_workload(reader: _Reader, table: Mapping[str, Any]) -> Workload:
         raise SimulationDescriptionError(
             reader.source, "workload.service", f"expected seconds or a table such as {{ distribution = \"exponential\", mean = 1.0 }}, got {service!r}"
         )
+    _check_service_scale(reader, service)
     return Workload(
         arrival=arrival,
         rate=reader.number(table, "rate", "workload.rate", default=None),
@@ -300,11 +355,24 @@ def _read_workload(reader: _Reader, table: Mapping[str, Any]) -> Workload:
         sizes=sizes,
         blocks=reader.integer(offsets, "blocks", "workload.offsets.blocks", default=1, low=1),
         block_size=reader.integer(offsets, "block_size", "workload.offsets.block_size", default=4096, low=1),
-        ioctl=reader.integer(table, "ioctl", "workload.ioctl", default=None, low=0),
-        ioctl_output=reader.integer(table, "ioctl_output", "workload.ioctl_output", default=8, low=0),
+        ioctl=reader.integer(table, "ioctl", "workload.ioctl", default=None, low=0, high=MAX_IOCTL, what="a 32-bit control code"),
+        ioctl_output=reader.integer(table, "ioctl_output", "workload.ioctl_output", default=8, low=0, high=MAX_TRANSFER),
         service=service,
         seed=reader.integer(table, "seed", "workload.seed", default=0),
     )
+
+
+def _check_service_scale(reader: _Reader, service: object) -> None:
+    """Refuse service times beyond :data:`MAX_SECONDS`; their shape is the driver's to check."""
+    if isinstance(service, (int, float)) and not isinstance(service, bool):
+        if not service <= MAX_SECONDS:  # also NaN
+            raise reader.fail("workload.service", f"expected at most {MAX_SECONDS:g} seconds, got {service!r}")
+    elif isinstance(service, dict):
+        mean, rate = service.get("mean"), service.get("rate")
+        if isinstance(mean, (int, float)) and not isinstance(mean, bool) and not mean <= MAX_SECONDS:
+            raise reader.fail("workload.service.mean", f"expected at most {MAX_SECONDS:g} seconds, got {mean!r}")
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 and not rate >= 1 / MAX_SECONDS:
+            raise reader.fail("workload.service.rate", f"expected at least {1 / MAX_SECONDS:g} per second (a mean of at most {MAX_SECONDS:g} s), got {rate!r}")
 
 
 def _check_workload(workload: Workload, source: str, *, complete: bool = True) -> None:
@@ -324,6 +392,10 @@ def _check_workload(workload: Workload, source: str, *, complete: bool = True) -
         raise refuse("rate", f"expected arrivals per second > 0, got {workload.rate!r}")
     if workload.concurrency is not None and workload.concurrency < 1:
         raise refuse("concurrency", f"expected at least 1 request in flight, got {workload.concurrency!r}")
+    if workload.arrival == "closed" and workload.concurrency is not None and workload.concurrency > MAX_REQUESTERS:
+        raise refuse(
+            "concurrency", f"expected at most {MAX_REQUESTERS} requesters (each is a task), got {workload.concurrency!r}"
+        )
     if workload.requests is not None and workload.requests < 1:
         raise refuse("requests", f"expected at least 1 request, got {workload.requests!r}")
     if workload.duration is not None and not (workload.duration > 0 and math.isfinite(workload.duration)):
@@ -336,6 +408,8 @@ def _check_workload(workload: Workload, source: str, *, complete: bool = True) -
         raise refuse("warmup", f"the warm-up ({workload.warmup} requests) leaves none of the {workload.requests} to measure")
     if not sum(workload.mix.values()) > 0:
         raise refuse("mix", "at least one weight must be > 0 (read, write, device_control)")
+    if not math.isfinite(sum(workload.mix.values())):
+        raise refuse("mix", f"the weights must add up to a finite number, got {dict(workload.mix)!r}")
     if workload.mix.get("device_control", 0) > 0 and workload.ioctl is None:
         raise refuse("ioctl", "device_control requests need ioctl = the control code to send")
 
@@ -393,9 +467,18 @@ def build_drivers(description: SimulationDescription) -> list[Driver]:
         if "seed" in accepted and "seed" not in params:
             params["seed"] = description.workload.seed + 1 + index
         try:
-            drivers.append(cls(**params))
+            driver = cls(**params)
         except (TypeError, ValueError) as error:
             raise SimulationDescriptionError(source, f"{layer.key}.params", f"{layer.driver} refused them: {error}") from None
+        # The stack is built by Plug and Play, which calls each driver's AddDevice: the same test
+        # as the PnP manager's, made here so that it is a description error, not a traceback.
+        if not callable(getattr(driver, "add_device", None)):
+            raise SimulationDescriptionError(
+                source,
+                f"{layer.key}.driver",
+                f"{layer.driver!r} has no add_device(pdo) routine (AddDevice), so it cannot be a layer of a Plug and Play stack",
+            )
+        drivers.append(driver)
     return drivers
 
 
@@ -440,14 +523,27 @@ class _Reader:
             raise self.fail(path, f"expected true or false, got {value!r}")
         return value
 
-    def integer(self, table: Mapping[str, Any], key: str, path: str, *, default: Any, low: int | None = None) -> Any:
+    def integer(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: Any,
+        low: int | None = None,
+        high: int | None = None,
+        what: str = "an integer",
+    ) -> Any:
         if key not in table:
             return default
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {value!r}")
+            raise self.fail(path, f"expected {what}, got {value!r}")
         if low is not None and value < low:
             raise self.fail(path, f"expected an integer >= {low}, got {value!r}")
+        if high is not None and value > high:
+            limit = f"{high:#x}" if high == MAX_IOCTL else str(high)
+            raise self.fail(path, f"expected {what} <= {limit}, got {value!r}")
         return value
 
     def number(self, table: Mapping[str, Any], key: str, path: str, *, default: Any = None, low: float | None = None) -> Any:

@@ -207,23 +207,75 @@ class TraceFileError(ValueError):
 def read_chrome_trace(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a Chrome trace written by :func:`write_chrome_trace`, checking its shape.
 
+    Everything ``airp trace`` draws is checked here, so that a file it cannot draw is refused
+    with one line naming the file and the event, not a traceback: UTF-8 JSON (nested no deeper
+    than the parser's recursion limit), a ``"traceEvents"`` list of objects with a ``"ph"``;
+    every ``ts`` and ``dur`` a finite number (``NaN`` and ``Infinity``, which Python's JSON reader
+    accepts, have no place on a timeline), slices (``X``) with numeric ``ts``, ``dur``, ``pid`` and
+    ``tid`` and a finite end, flow ends (``s``/``f``) with ``ts``, ``pid`` and ``tid``, instants
+    (``i``) with ``ts``, track names (``process_name``/``thread_name``) with their ids and an
+    ``args.name``, ``args`` an object, and ids numbers or strings.
+
     :param path: the JSON file.
     :returns: the trace object.
-    :raises TraceFileError: if the file is not JSON, or not such a trace; the message names the file
-        and what was expected.
+    :raises TraceFileError: if the file is not UTF-8 JSON, or not such a trace; the message names
+        the file and what was expected.
     :raises OSError: if the file cannot be read.
     """
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
+    import math
+
+    name = os.fspath(path)
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TraceFileError(
+            f"{name}: not UTF-8 text ({error.reason} at byte {error.start}); expected a trace written by airp demo --trace"
+            " or write_chrome_trace"
+        ) from None
     try:
         trace = json.loads(text)
     except json.JSONDecodeError as error:
-        raise TraceFileError(f"{os.fspath(path)}: not JSON (line {error.lineno}, column {error.colno}: {error.msg}); expected a trace written by airp demo --trace or write_chrome_trace") from None
+        raise TraceFileError(f"{name}: not JSON (line {error.lineno}, column {error.colno}: {error.msg}); expected a trace written by airp demo --trace or write_chrome_trace") from None
+    except RecursionError:
+        raise TraceFileError(f"{name}: JSON nested too deeply to read; expected a trace written by airp demo --trace or write_chrome_trace") from None
     if not isinstance(trace, dict) or not isinstance(trace.get("traceEvents"), list):
-        raise TraceFileError(f"{os.fspath(path)}: expected a JSON object with a \"traceEvents\" list (the Chrome Trace Event format)")
+        raise TraceFileError(f"{name}: expected a JSON object with a \"traceEvents\" list (the Chrome Trace Event format)")
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def scalar(value: object) -> bool:
+        # Track and flow ids key dictionaries when the trace is drawn.
+        return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
     for n, event in enumerate(trace["traceEvents"]):
+        where = f"{name}: traceEvents[{n}]"
         if not isinstance(event, dict) or not isinstance(event.get("ph"), str):
-            raise TraceFileError(f"{os.fspath(path)}: traceEvents[{n}] is not an event object with a \"ph\" field")
-        if event["ph"] == "X" and not all(isinstance(event.get(key), (int, float)) for key in ("ts", "dur", "pid", "tid")):
-            raise TraceFileError(f"{os.fspath(path)}: traceEvents[{n}] is a slice without numeric ts, dur, pid and tid")
+            raise TraceFileError(f"{where} is not an event object with a \"ph\" field")
+        phase = event["ph"]
+        if phase == "X" and not all(isinstance(event.get(key), (int, float)) for key in ("ts", "dur", "pid", "tid")):
+            raise TraceFileError(f"{where} is a slice without numeric ts, dur, pid and tid")
+        for key in ("ts", "dur"):
+            if key in event and not number(event[key]):
+                raise TraceFileError(f"{where} has {key} = {event[key]!r}; expected a finite number of microseconds")
+        if "args" in event and not isinstance(event["args"], dict):
+            raise TraceFileError(f"{where} has args = {event['args']!r}; expected an object")
+        for key in ("pid", "tid", "id"):
+            if key in event and not scalar(event[key]):
+                raise TraceFileError(f"{where} has {key} = {event[key]!r}; expected a number or a string")
+        if phase == "X":
+            if not math.isfinite(event["ts"] + event["dur"]):
+                raise TraceFileError(f"{where} is a slice that ends at {event['ts'] + event['dur']!r}; expected a finite end")
+        elif phase in ("s", "f"):
+            if not all(key in event for key in ("ts", "pid", "tid")):
+                raise TraceFileError(f"{where} is a flow end without ts, pid and tid")
+        elif phase in ("i", "I"):
+            if "ts" not in event:
+                raise TraceFileError(f"{where} is an instant without ts")
+        elif phase == "M" and event.get("name") in ("process_name", "thread_name"):
+            ids = ("pid",) if event["name"] == "process_name" else ("pid", "tid")
+            if not all(key in event for key in ids) or not isinstance(event.get("args"), dict) or "name" not in event["args"]:
+                raise TraceFileError(f"{where} names a track without {' and '.join(ids)} and args.name")
     return trace
