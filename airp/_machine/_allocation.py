@@ -42,11 +42,13 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from ._arguments import check_hooks
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import IrpFlags
 from ._completion import LAST_ROUTINE, WALK_START, _install_creator_final_stage
 from ._device import DeviceObject
 from ._irp import _UNUSED, MAX_STACK_SIZE, Irp
+from ._misuse import must_be
 from ._monitor import current_request
 from ._status import STATUS_SUCCESS, NtStatus
 
@@ -424,7 +426,8 @@ class IrpAllocator:
     :param owner: the :class:`~airp.Driver` whose IRPs these are: unloading it
         (:meth:`airp.IoManager.unload_driver`) is refused while any is outstanding.
     :raises ValueError: if a depth is negative or not an int.
-    :raises TypeError: if *owner* is not a driver.
+    :raises TypeError: if *owner* is not a driver, *low_resources* not a LowResourcesSimulation or
+        *monitor* not a monitor (an object with the hooks of an IrpMonitor).
     :ivar low_resources: the simulation in force; assign ``None`` to switch it off.
     :ivar monitor: the monitor in force, or ``None``.
     :ivar owner: the driver given as *owner*, or ``None``.
@@ -439,6 +442,9 @@ class IrpAllocator:
         monitor: MonitorHooks | None = None,
         owner: Driver | None = None,
     ) -> None:
+        if low_resources is not None and not isinstance(low_resources, LowResourcesSimulation):
+            raise must_be("low_resources", "an airp.LowResourcesSimulation or None", low_resources)
+        check_hooks("monitor", monitor)
         if owner is not None:
             if not hasattr(owner, "_irp_allocators"):
                 raise TypeError(f"an IrpAllocator's owner is the airp.Driver whose IRPs it hands out, got {owner!r}")
@@ -552,6 +558,8 @@ def _allocate(
 ) -> Irp | None:
     """Allocate for *origin*: through *allocator*, or from the pool with no lookaside or simulation."""
     if allocator is not None:
+        if type(allocator) is not IrpAllocator and not isinstance(allocator, IrpAllocator):
+            raise must_be("allocator", "an airp.IrpAllocator or None", allocator)
         return allocator._allocate(stack_size, charge_quota, origin, operation)
     if type(stack_size) is not int or not 1 <= stack_size <= MAX_STACK_SIZE:
         _check_stack_size(stack_size)
@@ -603,10 +611,12 @@ def allocate_irp(stack_size: int, charge_quota: bool = False, *, allocator: IrpA
     :param allocator: the :class:`IrpAllocator` whose lookaside lists, statistics and low-resources
         simulation to use; ``None`` allocates a new IRP every time, with none of them.
     :returns: the IRP, or ``None`` if the allocation failed.
-    :raises TypeError: if *stack_size* is not an int.
+    :raises TypeError: if *stack_size* is not an int, or *allocator* not an IrpAllocator.
     :raises ValueError: if *stack_size* is outside 1 to 127.
     """
     if allocator is not None:
+        if type(allocator) is not IrpAllocator and not isinstance(allocator, IrpAllocator):
+            raise must_be("allocate_irp(stack_size, allocator=...): allocator", "an airp.IrpAllocator or None", allocator)
         return allocator._allocate(stack_size, charge_quota, _Origin.ALLOCATED, "allocate_irp")
     if type(stack_size) is not int or not 1 <= stack_size <= MAX_STACK_SIZE:
         _check_stack_size(stack_size)

@@ -146,7 +146,12 @@ def make_associated_irps(master: Irp, count: int, stack_size: int, *, allocator:
 
 
 def associated_irps(master: Irp) -> list[Irp]:
-    """The associated IRPs of *master* that have been made and have not completed (nor been freed)."""
+    """The associated IRPs of *master* that have been made and have not completed (nor been freed).
+
+    :raises TypeError: if *master* is not an IRP.
+    """
+    if not isinstance(master, Irp):
+        raise wrong_type("associated_irps(master)", "the master Irp", master)
     outstanding: dict[Irp, None] | None = master.__dict__.get(_OUTSTANDING)
     return list(outstanding) if outstanding else []
 
@@ -159,7 +164,14 @@ def cancel_associated_irps(device: DeviceObject | None, master: Irp) -> None:
     the status its driver set (a completion routine of the parts typically stores
     STATUS_CANCELLED there).  When the last associated IRP completes, airp takes this routine off
     the master before completing it, so the driver need not disarm it.
+
+    :raises TypeError: if *master* is not an IRP or *device* not a DeviceObject or ``None`` (the
+        arguments :func:`~airp.cancel_irp` gives a cancel routine).
     """
+    if device is not None and not isinstance(device, DeviceObject):
+        raise wrong_type("cancel_associated_irps(device, master): device", "a DeviceObject or None", device)
+    if not isinstance(master, Irp):
+        raise wrong_type("cancel_associated_irps(device, master): master", "the master Irp", master)
     for irp in associated_irps(master):
         if not irp.completed:
             cancel_irp(irp)

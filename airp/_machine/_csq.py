@@ -26,6 +26,7 @@ from typing import Any
 from ._cancel import cancel_irp
 from ._completion import complete_after_error, complete_request
 from ._irp import CancelRoutine, Irp, IrpStateError, _not_plain_function
+from ._misuse import must_be
 from ._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, STATUS_SUCCESS, NtStatus, nt_success
 
 __all__ = [
@@ -94,7 +95,10 @@ def unmark_irp_cancelable(irp: Irp) -> NtStatus:
     :returns: STATUS_SUCCESS if the routine was disarmed: the caller owns the IRP and may complete
         it.  STATUS_CANCELLED if the routine has already been taken by :func:`~airp.cancel_irp` (or
         none was armed): it owns the IRP and will complete it; the caller must not touch it again.
+    :raises TypeError: if *irp* is not an IRP.
     """
+    if type(irp) is not Irp and not isinstance(irp, Irp):
+        raise must_be("unmark_irp_cancelable(irp): irp", "an Irp", irp)
     return STATUS_SUCCESS if irp.set_cancel_routine(None) is not None else STATUS_CANCELLED
 
 
@@ -266,8 +270,11 @@ class CancelSafeQueue:
         :returns: STATUS_PENDING, or ``insert_irp``'s error status.
         :raises IrpStateError: if the IRP has no current stack location (never sent, or completed),
             already has a cancel routine (it is queued somewhere), or *context* is in use.
+        :raises TypeError: if *irp* is not an IRP, or *context* not a CsqIrpContext.
         :raises Exception: whatever a callback raised, as above.
         """
+        if type(irp) is not Irp and not isinstance(irp, Irp):
+            raise must_be("insert(irp): irp", "an Irp", irp)
         if irp._index >= irp.stack_count:
             raise IrpStateError(f"cannot queue {irp!r}: only an IRP a driver has received (with a current stack location) can be pended")
         if irp.cancel_routine is not None:
@@ -277,6 +284,8 @@ class CancelSafeQueue:
         if irp in self._contexts:
             raise IrpStateError(f"{irp!r} is already in {self!r}")
         if context is not None:
+            if not isinstance(context, CsqIrpContext):
+                raise must_be("insert(irp, context): context", "a CsqIrpContext or None", context)
             if context.irp is not None:
                 raise IrpStateError(f"{context!r} is still in use for another IRP")
             context.irp = irp
@@ -330,7 +339,10 @@ class CancelSafeQueue:
             complete it).
         :raises Exception: whatever ``remove_irp`` raised; the IRP was then completed with
             STATUS_INTERNAL_ERROR, since the caller never got it.
+        :raises TypeError: if *context* is not a CsqIrpContext.
         """
+        if not isinstance(context, CsqIrpContext):
+            raise must_be("remove(context): context", "the CsqIrpContext given to insert", context)
         irp = context.irp
         if irp is None:
             return None
@@ -352,7 +364,9 @@ class CancelSafeQueue:
         :raises Exception: what a callback raised (see :meth:`remove_next`), or what an upper
             driver's completion routine raised while one was completed (the walk still finished
             it).  The loop stops there; the IRPs not reached yet stay queued and cancelable.
+        :raises TypeError, ValueError: if *status* is not an NTSTATUS (checked first, queue or not).
         """
+        status = NtStatus(status)
         count = 0
         while (irp := self.remove_next(peek_context)) is not None:
             complete_request(irp, status, 0)

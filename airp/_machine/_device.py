@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, overload
 
+from ._arguments import check_int, must_be
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from ._codes import DeviceFlags
 from ._driver import Driver
@@ -61,6 +62,10 @@ class DeviceObject(Generic[ExtT]):
     ``DO_DEVICE_INITIALIZING`` set, as ``IoCreateDevice`` sets it; the driver clears it
     (``device.flags &= ~DeviceFlags.DEVICE_INITIALIZING``) before ``add_device`` returns, or the
     PnP manager raises bug check 0xC9 / 0x243.
+
+    :raises TypeError: if *driver* is not a Driver, *name* not a non-empty str or ``None``, or
+        *device_type* or *flags* not an int.
+    :raises ValueError: if *device_type* or *flags* does not fit a ULONG.
     """
 
     __slots__ = (
@@ -117,10 +122,12 @@ class DeviceObject(Generic[ExtT]):
             raise TypeError(f"a device needs a Driver instance, got {type(driver).__name__} {driver!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"a device name must be a non-empty str or None, got {name!r}")
+        # DEVICE_TYPE and the DO_ flags are ULONGs: anything else would surface in a control
+        # code or a flag test far from here.
         self.driver = driver
         self.name = name
-        self.device_type = device_type
-        self.flags = int(flags)
+        self.device_type = check_int("device_type", device_type, minimum=0, maximum=0xFFFF_FFFF)
+        self.flags = check_int("flags", flags, minimum=0, maximum=0xFFFF_FFFF)
         if adding_device.get():
             self.flags |= DeviceFlags.DEVICE_INITIALIZING
         self.stack_size = 1
@@ -173,7 +180,12 @@ def _bottom_label(bottom: DeviceObject) -> str:
 
 
 def get_attached_device(device: DeviceObject) -> DeviceObject:
-    """``IoGetAttachedDevice``: the topmost device of the stack that *device* belongs to."""
+    """``IoGetAttachedDevice``: the topmost device of the stack that *device* belongs to.
+
+    :raises TypeError: if *device* is not a DeviceObject.
+    """
+    if not isinstance(device, DeviceObject):
+        raise must_be("device", "a DeviceObject", device)
     while device.attached_device is not None:
         device = device.attached_device
     return device
@@ -196,9 +208,12 @@ def attach_device(source: DeviceObject, target: DeviceObject) -> DeviceObject:
         initializing or has been deleted (the Safe variant's answer; Windows' plain call returns
         NULL).
     :raises ValueError: if *source* is already attached to a stack.
+    :raises TypeError: if *source* or *target* is not a DeviceObject.
     """
-    if not isinstance(source, DeviceObject) or not isinstance(target, DeviceObject):
-        raise TypeError(f"attach_device takes two DeviceObjects, got {source!r} and {target!r}")
+    if not isinstance(source, DeviceObject):
+        raise must_be("attach_device(source, target): source", "a DeviceObject (the device to attach)", source)
+    if not isinstance(target, DeviceObject):
+        raise must_be("attach_device(source, target): target", "a DeviceObject (a device of the stack to attach to)", target)
     if source.lower_device is not None:
         raise ValueError(f"{source!r} is already attached to {source.lower_device!r}; detach it first")
     top = get_attached_device(target)
@@ -220,7 +235,10 @@ def detach_device(lower: DeviceObject) -> None:
     :raises BugCheck: 0xC9 / 0x202 if nothing is attached to *lower*; 0xC9 / 0x241 if the
         device above has been surprise-removed and not yet sent IRP_MN_REMOVE_DEVICE (reference
         8.2: a driver detaches in REMOVE_DEVICE, never in SURPRISE_REMOVAL).
+    :raises TypeError: if *lower* is not a DeviceObject.
     """
+    if not isinstance(lower, DeviceObject):
+        raise must_be("detach_device(lower): lower", "a DeviceObject (the device the one to detach is attached to)", lower)
     upper = lower.attached_device
     if upper is None:
         raise BugCheck(
@@ -252,7 +270,10 @@ def delete_device(device: DeviceObject) -> None:
 
     :raises BugCheck: 0xC9 / 0x240 if deleted twice; 0x242 during surprise removal (reference
         8.2: delete only in IRP_MN_REMOVE_DEVICE); 0x201 if still attached to a lower device.
+    :raises TypeError: if *device* is not a DeviceObject.
     """
+    if not isinstance(device, DeviceObject):
+        raise must_be("delete_device(device): device", "a DeviceObject", device)
     if device.deleted:
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,

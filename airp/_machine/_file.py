@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from ._device import DeviceObject
+from ._misuse import must_be
+
 if TYPE_CHECKING:
-    from ._device import DeviceObject
     from ._irp import Irp
 
 __all__ = ["FileObject"]
@@ -25,11 +27,14 @@ class FileObject:
     :ivar synchronous: True if opened for synchronous I/O (``FO_SYNCHRONOUS_IO``).
     :ivar requests: the requests the I/O manager sent for this open that have not reached their
         final stage yet, oldest first (what cleanup must account for, reference 6.5).
+    :raises TypeError: if *device* is not a DeviceObject.
     """
 
     __slots__ = ("__weakref__", "closed", "device", "fs_context", "number", "requests", "synchronous")
 
     def __init__(self, device: DeviceObject, *, synchronous: bool = False) -> None:
+        if not isinstance(device, DeviceObject):
+            raise must_be("FileObject(device): device", "the DeviceObject opened", device)
         self.device = device
         self.fs_context: Any = None
         self.synchronous = synchronous

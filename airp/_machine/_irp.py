@@ -498,7 +498,13 @@ class Irp:
         return _io_status(self.status, self.information)
 
     def stack_location(self, number: int) -> StackLocation:
-        """Stack location *number* (1-based, as ``CurrentLocation`` counts)."""
+        """Stack location *number* (1-based, as ``CurrentLocation`` counts).
+
+        :raises TypeError: if *number* is not an int.
+        :raises IndexError: if there is no location *number*.
+        """
+        if type(number) is not int and (not isinstance(number, int) or isinstance(number, bool)):
+            raise TypeError(f"stack location number must be an int (1-based), got {type(number).__name__} {number!r}")
         if not 1 <= number <= self.stack_count:
             raise IndexError(f"stack location {number} does not exist: this IRP has locations 1..{self.stack_count}")
         loc = self._stack[number - 1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["missing_await", "wrong_type"]
+__all__ = ["missing_await", "must_be", "wrong_type"]
 
 
 def missing_await(got: object) -> str:
@@ -35,3 +35,12 @@ def missing_await(got: object) -> str:
 def wrong_type(what: str, expected: str, got: object) -> TypeError:
     """``TypeError("<what> needs <expected>, got <type> <repr>[: the missing await]")``."""
     return TypeError(f"{what} needs {expected}, got {type(got).__name__} {got!r}{missing_await(got)}")
+
+
+def must_be(name: str, expected: str, got: object) -> TypeError:
+    """``TypeError("<name> must be <expected>, got <type> <repr>[: the missing await]")``.
+
+    The message of a public call's argument check (issue 19 item 19): the parameter, what it
+    takes, what it was given.
+    """
+    return TypeError(f"{name} must be {expected}, got {type(got).__name__} {got!r}{missing_await(got)}")

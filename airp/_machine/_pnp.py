@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from ._codes import PnpMinor
+from ._misuse import must_be
 
 __all__ = [
     "PNP_TRANSITIONS",
@@ -82,10 +83,18 @@ def next_pnp_state(state: PnpState, minor: PnpMinor) -> PnpState:
     """The state a device moves to when *minor* is sent to it in *state*.
 
     :raises PnpStateError: if the table has no entry for *state* and *minor*.
+    :raises TypeError: if *state* is not a PnpState or *minor* not a PnpMinor.
     """
     try:
         return PNP_TRANSITIONS[state, minor]
-    except KeyError:
+    except (KeyError, TypeError):
+        # Checked on the way out only: a lookup that succeeds had the right types.
+        if not isinstance(state, PnpState):
+            raise must_be("state", "a PnpState", state) from None
+        if not isinstance(minor, PnpMinor):
+            if not isinstance(minor, int) or isinstance(minor, bool) or minor not in PnpMinor._value2member_map_:
+                raise must_be("minor", "a PnpMinor", minor) from None
+            minor = PnpMinor(minor)
         allowed = tuple(m for (s, m) in PNP_TRANSITIONS if s is state)
         raise PnpStateError(state, minor, allowed) from None
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from ._misuse import must_be
+
 __all__ = [
     "IoStatus",
     "NtStatus",
@@ -72,24 +74,54 @@ class NtStatus(int):
 # STATUS_CANCELLED) is judged like the unsigned value NtStatus stores.
 
 
+def _not_a_status(status: object) -> TypeError:
+    # Only on the error path: the test above costs nothing when it passes (a float or a str
+    # fails the & with a TypeError that names neither the parameter nor what it takes).
+    return must_be("status", "an NTSTATUS (an int)", status)
+
+
 def nt_success(status: int) -> bool:
-    """True for success and informational statuses (``NT_SUCCESS``: the signed value is >= 0)."""
-    return status & 0xFFFF_FFFF < 0x8000_0000
+    """True for success and informational statuses (``NT_SUCCESS``: the signed value is >= 0).
+
+    :raises TypeError: if *status* is not an int.
+    """
+    try:
+        return status & 0xFFFF_FFFF < 0x8000_0000
+    except TypeError:
+        raise _not_a_status(status) from None
 
 
 def nt_information(status: int) -> bool:
-    """True for informational statuses (severity 01)."""
-    return (status & 0xFFFF_FFFF) >> 30 == 1
+    """True for informational statuses (severity 01).
+
+    :raises TypeError: if *status* is not an int.
+    """
+    try:
+        return (status & 0xFFFF_FFFF) >> 30 == 1
+    except TypeError:
+        raise _not_a_status(status) from None
 
 
 def nt_warning(status: int) -> bool:
-    """True for warning statuses (severity 10): not success, and not error either."""
-    return (status & 0xFFFF_FFFF) >> 30 == 2
+    """True for warning statuses (severity 10): not success, and not error either.
+
+    :raises TypeError: if *status* is not an int.
+    """
+    try:
+        return (status & 0xFFFF_FFFF) >> 30 == 2
+    except TypeError:
+        raise _not_a_status(status) from None
 
 
 def nt_error(status: int) -> bool:
-    """True for error statuses (severity 11, ``NT_ERROR``)."""
-    return (status & 0xFFFF_FFFF) >> 30 == 3
+    """True for error statuses (severity 11, ``NT_ERROR``).
+
+    :raises TypeError: if *status* is not an int.
+    """
+    try:
+        return (status & 0xFFFF_FFFF) >> 30 == 3
+    except TypeError:
+        raise _not_a_status(status) from None
 
 
 def _define(name: str, value: int) -> NtStatus:
