@@ -14,7 +14,7 @@ from .._machine._completion import DROPPED_MARK, WRONG_RETURN, complete_after_er
 from .._machine._device import DeviceObject
 from .._machine._driver import _install_pass_down
 from .._machine._irp import _UNUSED, Irp, IrpStateError, StackLocation
-from .._machine._misuse import missing_await
+from .._machine._misuse import missing_await, must_be
 from .._machine._monitor import current_request
 from .._machine._status import STATUS_CANCELLED, STATUS_INTERNAL_ERROR, STATUS_PENDING, NtStatus
 
@@ -55,11 +55,7 @@ async def call_driver(device: DeviceObject, irp: Irp) -> NtStatus:
     :raises TypeError: if the dispatch routine returns something that is not a status.
     """
     if type(irp) is not Irp and not isinstance(irp, Irp):
-        raise BugCheck(
-            BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            f"call_driver was given {type(irp).__name__} {irp!r}, not an Irp{missing_await(irp)}",
-            parameters=(VerifierCode.CALL_DRIVER_NON_IRP, irp, 0, 0),
-        )
+        raise _not_an_irp(irp, "call_driver")
     if type(device) is not DeviceObject or device.deleted:
         _bad_device(device, irp)
     index = irp._index - 1
@@ -192,7 +188,12 @@ async def pass_down(device: DeviceObject, irp: Irp) -> NtStatus:
 
     :returns: the lower driver's status, which a dispatch routine returns unchanged.
     :raises IrpStateError: if *device* has no lower device.
+    :raises TypeError: if *device* is not a DeviceObject or *irp* not an IRP.
     """
+    if type(device) is not DeviceObject and not isinstance(device, DeviceObject):
+        raise must_be("pass_down(device, irp): device", "the DeviceObject whose dispatch routine passes the IRP down", device)
+    if type(irp) is not Irp and not isinstance(irp, Irp):
+        raise must_be("pass_down(device, irp): irp", "an Irp", irp)
     lower = device.lower_device
     if lower is None:
         raise IrpStateError(f"cannot pass {irp!r} down: {device!r} is not attached to a lower device")
@@ -205,11 +206,36 @@ async def pass_down(device: DeviceObject, irp: Irp) -> NtStatus:
 _install_pass_down(pass_down)
 
 
-def _bad_device(device: object, irp: Irp) -> None:
+def check_call(device: object, irp: object, what: str) -> None:
+    """What :func:`call_driver` checks first, for a helper that calls it after touching the IRP.
+
+    :func:`~airp.call_driver_and_wait` sets a completion routine, :func:`~airp.forward_and_wait`
+    copies a location: with a non-IRP that fails as an ``AttributeError``, and with a non-device
+    the IRP is left with a routine and no driver.  The bug checks are call_driver's own, named
+    after *what* was called.
+
+    :raises BugCheck: 0xC9 / 0x03 if *irp* is not an IRP; 0xC9 / 0x204 if *device* is ``None``,
+        0xC9 / 0x04 if it is not a DeviceObject.
+    """
+    if type(irp) is not Irp and not isinstance(irp, Irp):
+        raise _not_an_irp(irp, what)
+    if type(device) is not DeviceObject and not isinstance(device, DeviceObject):
+        _bad_device(device, irp, what)
+
+
+def _not_an_irp(irp: object, what: str) -> BugCheck:
+    return BugCheck(
+        BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+        f"{what} was given {type(irp).__name__} {irp!r}, not an Irp{missing_await(irp)}",
+        parameters=(VerifierCode.CALL_DRIVER_NON_IRP, irp, 0, 0),
+    )
+
+
+def _bad_device(device: object, irp: Irp, what: str = "call_driver") -> None:
     if device is None:
         raise BugCheck(
             BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-            "call_driver with no device object",
+            f"{what} with no device object (device is None)",
             parameters=(VerifierCode.NULL_DEVICE_OBJECT, irp, 0, 0),
             irp=irp,
         )
@@ -223,7 +249,7 @@ def _bad_device(device: object, irp: Irp) -> None:
             return
     raise BugCheck(
         BugCheckCode.DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-        f"call_driver was given {device!r}, which is not a live DeviceObject",
+        f"{what} was given {type(device).__name__} {device!r}, which is not a live DeviceObject{missing_await(device)}",
         parameters=(VerifierCode.CALL_DRIVER_INVALID_DEVICE, device, irp, 0),
         irp=irp,
     )

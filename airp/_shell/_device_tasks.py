@@ -28,11 +28,13 @@ from typing import Any, Protocol
 
 import anyio
 
+from .._machine._arguments import check_plain_function, check_seconds
 from .._machine._bugcheck import BugCheck
 from .._machine._cancel import cancel_irp
 from .._machine._completion import complete_request
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp, IrpStateError
+from .._machine._misuse import must_be
 from .._machine._status import STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_NO_SUCH_DEVICE, NtStatus
 from ._requester_cancel import DriverCancelTimeoutWarning, _caller_stacklevel, get_cancel_wait_limit, holding_device
 from ._run_clock import WakeableDelay, add_deadlock_reporter
@@ -511,7 +513,11 @@ def device_tasks(device: DeviceObject) -> DeviceTasks:
 
     :raises TypeError: if *device* is not a :class:`~airp.DeviceObject`.
     """
-    tasks = device.tasks
+    try:
+        tasks = device.tasks
+    except AttributeError:
+        # Only on the error path: every queue operation comes through here.
+        raise must_be("device", "a DeviceObject", device) from None
     if tasks is None:
         tasks = device.tasks = DeviceTasks(device)
     return tasks  # type: ignore[no-any-return]
@@ -543,6 +549,10 @@ def run_device(
         Without it, failures are raised as a :class:`DeviceRoutineError` when the block ends.
     :returns: the device's :class:`DeviceTasks`, to be entered with ``async with``.
     :raises RuntimeError: (on entering) if the device has already run.
+    :raises TypeError: if *device* is not a DeviceObject, *removal_status* not an NTSTATUS,
+        *grace* not a number, or *on_error* not a plain function (it is called as failures
+        happen, inside the device's workers: a coroutine function's body would never run).
+    :raises ValueError: for a negative or NaN *grace*, or a *removal_status* out of 32 bits.
 
     On cancellation: if the block is cancelled, the removal begins at once (queued IRPs complete
     with the removal status without waiting for the block's body to unwind) and the workers are
@@ -550,13 +560,23 @@ def run_device(
     removal status.  The exit then still waits, shielded and bounded by the cancel-wait limit,
     for the IRPs the driver holds outside its routines, and the cancellation propagates after.
     """
+    if not isinstance(device, DeviceObject):
+        raise must_be("run_device(device): device", "a DeviceObject", device)
+    # Everything checked before anything changes: on_error, say, would otherwise be found out
+    # only at the first routine failure.
+    if removal_status is not None:
+        if isinstance(removal_status, bool) or not isinstance(removal_status, int):
+            raise must_be("removal_status", "an NTSTATUS (an int) or None", removal_status)
+        removal_status = NtStatus(removal_status)
+    check_seconds("grace", grace, optional=True)
+    check_plain_function(
+        "on_error", on_error, signature="(failure) -> None", why="it is called as each failure happens, and cannot await"
+    )
     tasks = device_tasks(device)
     if tasks._state is not DeviceState.CREATED:
         raise RuntimeError(f"{device!r} is {tasks._state.value}: a device's task group runs once")
     if removal_status is not None:
-        tasks.removal_status = NtStatus(removal_status)
-    if grace is not None and not grace >= 0:
-        raise ValueError(f"grace must be a number of seconds >= 0 or None, got {grace!r}")
+        tasks.removal_status = removal_status
     tasks.grace = grace
     tasks.on_error = on_error
     return tasks

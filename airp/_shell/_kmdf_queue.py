@@ -42,12 +42,14 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .._machine._arguments import check_plain_function
 from .._machine._bugcheck import BugCheck
 from .._machine._codes import StackControl
 from .._machine._completion import complete_after_error, complete_request
 from .._machine._device import DeviceObject
 from .._machine._file import FileObject
 from .._machine._irp import CancelRoutine, Irp, IrpStateError
+from .._machine._misuse import must_be
 from .._machine._monitor import current_request
 from .._machine._status import (
     STATUS_CANCELLED,
@@ -178,7 +180,7 @@ class Request:
         :raises TypeError: if *destination* is not an :class:`IoQueue`.
         """
         if not isinstance(destination, IoQueue):
-            raise TypeError(f"forward_to_queue needs an IoQueue, got {type(destination).__name__} {destination!r}")
+            raise must_be("forward_to_queue(destination): destination", "an IoQueue", destination)
         source = self.queue
         if self._state != _DELIVERED or self not in source._outstanding:
             return STATUS_INVALID_DEVICE_REQUEST
@@ -293,6 +295,12 @@ class _Waiter:
         self.callback = callback
 
 
+def _check_queue_callback(callback: object) -> None:
+    # Called when the queue's delivered requests are done, inside the completion that finished
+    # the last one: found out there, a bad callback would fail far from the call that gave it.
+    check_plain_function("callback", callback, signature="(queue) -> None", why="it is called inside a completion and cannot await")
+
+
 class IoQueue(_QueueBase):
     """A KMDF-style I/O queue (``WDFQUEUE``) of one device.
 
@@ -353,17 +361,18 @@ class IoQueue(_QueueBase):
         ready_notify: Callable[[IoQueue], object] | None = None,
         started: bool = True,
     ) -> None:
+        if not isinstance(device, DeviceObject):
+            raise must_be("IoQueue(device): device", "a DeviceObject", device)
         dispatch = DispatchType(dispatch)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be an int >= 1 or None, got {type(limit).__name__} {limit!r}")
         if dispatch is DispatchType.MANUAL:
             if handler is not None:
                 raise TypeError("a manual queue presents nothing: it takes no handler (use retrieve_next_request)")
         elif handler is None or not inspect.iscoroutinefunction(handler):
             raise TypeError(f"an I/O queue handler is an async def (queue, request) coroutine function, got {handler!r}")
-        if limit is not None:
-            if dispatch is not DispatchType.PARALLEL:
-                raise ValueError(f"only a parallel queue takes a limit, not a {dispatch.value} one")
-            if type(limit) is not int or limit < 1:
-                raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+        if limit is not None and dispatch is not DispatchType.PARALLEL:
+            raise ValueError(f"only a parallel queue takes a limit, not a {dispatch.value} one (got limit={limit!r})")
         for label, callback in (("on_canceled_on_queue", on_canceled_on_queue), ("ready_notify", ready_notify)):
             if callback is not None and (not callable(callback) or inspect.iscoroutinefunction(callback)):
                 raise TypeError(f"{label} is a plain function (it runs inside cancel and dispatch paths), got {callback!r}")
@@ -464,7 +473,10 @@ class IoQueue(_QueueBase):
             then completed with STATUS_DEVICE_NOT_READY, so that it is not lost.
         :raises IrpStateError: if *irp* has no current stack location, or is already in one of
             this device's queues (or owned by its driver through one).
+        :raises TypeError: if *irp* is not an IRP.
         """
+        if type(irp) is not Irp and not isinstance(irp, Irp):
+            raise must_be("insert(irp): irp", "an Irp", irp)
         tasks = self.tasks
         requests = tasks._requests
         if irp in requests:
@@ -700,7 +712,10 @@ class IoQueue(_QueueBase):
 
         :returns: the request (now owned by the driver), or ``None`` if there is none or the queue
             is stopped.
+        :raises TypeError: if *file_object* is not a FileObject.
         """
+        if not isinstance(file_object, FileObject):
+            raise must_be("retrieve_request_by_file_object(file_object): file_object", "a FileObject", file_object)
         if not self._dispatching:
             return None
         for irp in self._waiting:
@@ -723,7 +738,9 @@ class IoQueue(_QueueBase):
 
         :param callback: plain function ``(queue)`` called once every delivered request has been
             completed, forwarded or cancelled (at once if none is outstanding).
+        :raises TypeError: if *callback* is not a plain function or None (checked first).
         """
+        _check_queue_callback(callback)
         self._accepting = True
         self._dispatching = False
         self._state = QueueState.STOPPED
@@ -733,7 +750,9 @@ class IoQueue(_QueueBase):
         """``WdfIoQueueDrain``: refuse new requests (STATUS_INVALID_DEVICE_STATE), present the queued ones.
 
         :param callback: called once the queue is empty and no delivered request is outstanding.
+        :raises TypeError: if *callback* is not a plain function or None (checked first).
         """
+        _check_queue_callback(callback)
         self._accepting = False
         self._dispatching = True
         self._state = QueueState.DRAINED
@@ -751,7 +770,9 @@ class IoQueue(_QueueBase):
         :raises Exception: the first exception a driver callback raised; every request has still
             been dealt with (that one completed with STATUS_INTERNAL_ERROR unless the callback had
             completed it) and *callback* registered.
+        :raises TypeError: if *callback* is not a plain function or None (checked first).
         """
+        _check_queue_callback(callback)
         self._accepting = False
         self._dispatching = False
         self._state = QueueState.PURGED
@@ -762,7 +783,9 @@ class IoQueue(_QueueBase):
 
         :param callback: called once no delivered request is outstanding.
         :raises Exception: as :meth:`purge`.
+        :raises TypeError: if *callback* is not a plain function or None (checked first).
         """
+        _check_queue_callback(callback)
         self._accepting = True
         self._dispatching = False
         self._state = QueueState.STOPPED_PURGED

@@ -54,6 +54,7 @@ from .._machine._completion import complete_after_error, complete_request
 from .._machine._device import DeviceObject
 from .._machine._devqueue import DeviceQueue, DeviceQueueError, _check_key
 from .._machine._irp import CancelRoutine, Irp
+from .._machine._misuse import must_be
 from .._machine._monitor import current_request
 from .._machine._status import (
     STATUS_CANCELLED,
@@ -213,9 +214,11 @@ class StartIoQueue(_QueueBase):
             STATUS_DEVICE_NOT_READY, so that it is not lost).
         :raises DeviceQueueError: if *irp* is already queued or being started here.
         :raises IrpStateError: if *irp* has no current stack location (not sent, or completed).
-        :raises TypeError: if *cancel_routine* is a coroutine function; ValueError / TypeError for
-            a bad *key*.
+        :raises TypeError: if *irp* is not an IRP, or *cancel_routine* is a coroutine function;
+            ValueError / TypeError for a bad *key*.
         """
+        if type(irp) is not Irp and not isinstance(irp, Irp):
+            raise must_be("start_packet(irp): irp", "an Irp", irp)
         tasks = self.tasks
         refused = None if tasks._state is DeviceState.RUNNING else tasks._refusal(irp)
         irp.mark_pending()
@@ -564,6 +567,8 @@ def start_packet(device: DeviceObject, irp: Irp, *, key: int | None = None, canc
     tasks = device_tasks(device)
     if tasks._system is None and tasks._state is not DeviceState.CREATED and tasks._state is not DeviceState.RUNNING:
         # Removed before it ever started a packet: there is no queue to create any more.
+        if not isinstance(irp, Irp):
+            raise must_be("start_packet(device, irp): irp", "an Irp", irp)
         irp.mark_pending()
         complete_request(irp, tasks.removal_status, 0)
         return STATUS_PENDING
@@ -590,9 +595,10 @@ def start_next_packet_by_key(device: DeviceObject, key: int, cancelable: bool = 
     least *key*, or the head if none is (Microsoft's wrap-around).
 
     :raises DeviceQueueError: if the device is idle.
-    :raises TypeError, ValueError: if *key* is not a ULONG.
+    :raises TypeError, ValueError: if *key* is not a ULONG (``None`` included: that is
+        :func:`start_next_packet`).
     """
-    _system_queue(device).start_next_packet(cancelable=cancelable, key=key)
+    _system_queue(device).start_next_packet(cancelable=cancelable, key=_check_key(key))
 
 
 def complete_and_start_next(
@@ -607,9 +613,12 @@ def complete_and_start_next(
 
     :raises BugCheck: as :func:`~airp.complete_request`.
     :raises DeviceQueueError: if the device is idle.
+    :raises TypeError: if *device* is not a DeviceObject whose driver has a StartIo routine
+        (checked before *irp* is completed).
     """
+    queue = _system_queue(device)
     complete_request(irp, status, information)
-    start_next_packet(device, cancelable)
+    queue.start_next_packet(cancelable=cancelable)
 
 
 def set_start_io_attributes(device: DeviceObject, *, deferred: bool = False, non_cancelable: bool | None = None) -> None:

@@ -16,7 +16,7 @@ import anyio
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp, _io_status
 from .._machine._status import STATUS_CANCELLED, STATUS_IO_TIMEOUT, STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
-from ._call import call_driver
+from ._call import call_driver, check_call
 from ._requester_cancel import (
     DriverCancelTimeoutError,
     _check_limit,
@@ -100,12 +100,16 @@ async def call_driver_with_timeout(
     :param cancel_wait_limit: overrides the run's cancel-wait limit (:func:`~airp.set_cancel_wait_limit`).
     :returns: the IRP's final :class:`~airp.IoStatus`.
     :raises ValueError: if *timeout* is negative or NaN (checked before anything is sent).
+    :raises BugCheck: as :func:`~airp.call_driver`, for a non-IRP or a non-device, before the IRP is
+        touched.
     :raises DriverCancelTimeoutError: if the deadline passed and the driver did not hand the
         cancelled IRP back within the cancel-wait limit: the IRP was disowned, still belongs to that
         driver, and must not be touched (a :class:`~airp.DriverCancelTimeoutWarning` is emitted too).
     """
     seconds = check_timeout(timeout)
     limit = None if cancel_wait_limit is None else _check_limit(cancel_wait_limit, "cancel_wait_limit")
+    # Before the routine is set: a bad device would leave the IRP armed with nobody to send it to.
+    check_call(device, irp, "call_driver_with_timeout")
     deadline = anyio.current_time() + seconds if seconds != math.inf else math.inf
     box = _TimedHandback()
     irp.set_completion_routine(_hand_back, box)
@@ -149,7 +153,10 @@ async def forward_with_timeout(
     :func:`~airp.complete_request` (with the returned status, STATUS_IO_TIMEOUT after an expiry).
 
     On cancellation: as :func:`call_driver_with_timeout`.
+
+    :raises ValueError, BugCheck: as :func:`call_driver_with_timeout`.
     """
     check_timeout(timeout)
+    check_call(device, irp, "forward_with_timeout")
     irp.copy_current_stack_location_to_next()
     return await call_driver_with_timeout(device, irp, timeout, cancel_wait_limit=cancel_wait_limit)

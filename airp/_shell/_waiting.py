@@ -26,7 +26,7 @@ from .._machine._device import DeviceObject
 from .._machine._irp import Irp, _install_pending_waiter, _io_status, _new_tuple
 from .._machine._misuse import missing_await
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, IoStatus, NtStatus
-from ._call import call_driver
+from ._call import call_driver, check_call
 from ._requester_cancel import requester_gave_up, wait_after_cancel
 from ._waiter import Waiter, new_waiter
 
@@ -157,7 +157,10 @@ async def call_driver_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     ``follow_on``).
 
     :returns: the IRP's status at hand-back.
+    :raises BugCheck: as :func:`~airp.call_driver`, for a non-IRP or a non-device before the IRP is
+        touched.
     """
+    check_call(device, irp, "call_driver_and_wait")
     box = _Handback()
     irp.set_completion_routine(_hand_back, box)
     try:
@@ -192,6 +195,9 @@ async def forward_and_wait(device: DeviceObject, irp: Irp) -> IoStatus:
     On cancellation: as :func:`call_driver_and_wait`.
 
     :returns: the lower driver's status.
+    :raises BugCheck: as :func:`~airp.call_driver`, for a non-IRP or a non-device before the IRP is
+        touched.
     """
+    check_call(device, irp, "forward_and_wait")
     irp.copy_current_stack_location_to_next()
     return await call_driver_and_wait(device, irp)
