@@ -36,6 +36,7 @@ from .._machine._allocation import (
 from .._machine._codes import IrpMajor
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp
+from .._machine._misuse import must_be
 from .._machine._status import STATUS_NOT_SUPPORTED
 from .._shell._requester_cancel import charge_to_current_task
 from ._requests import Overlapped, build_device_control_request, build_read_write_request, count_result
@@ -69,8 +70,10 @@ def _build_fsd(
 ) -> Overlapped[Any] | None:
     if major not in _FSD_MAJORS:
         names = ", ".join(sorted(m.name for m in _FSD_MAJORS))
-        raise ValueError(f"{_ORIGIN_NAMES[origin]} builds {names} requests, not {major!r}")
+        raise ValueError(f"{_ORIGIN_NAMES[origin]} builds {names} requests, not major {type(major).__name__} {major!r}")
     _check_target(target, _ORIGIN_NAMES[origin])
+    if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+        raise must_be("data", "bytes-like (bytes, bytearray, memoryview) or None", data)
     if not isinstance(minor, int) or isinstance(minor, bool) or not 0 <= minor <= 0xFF:
         raise ValueError(f"minor must be a minor function code 0..0xFF, got {minor!r}")
     irp = _allocate(target.stack_size, False, allocator, origin, _ORIGIN_NAMES[origin])
@@ -150,7 +153,8 @@ def build_synchronous_fsd_request(
     :param allocator: where the IRP comes from (lookaside, statistics, low-resources simulation).
     :returns: the request, not yet sent; ``None`` if the IRP could not be allocated.
     :raises ValueError: for another major function or bad lengths and offsets.
-    :raises TypeError: if *target* is not a device or write data is not bytes-like.
+    :raises TypeError: if *target* is not a device, *data* is not bytes-like (for any major), or
+        *allocator* is not an IrpAllocator.
     """
     request = _build_fsd(major, target, length, data, offset, minor, allocator, _Origin.SYNCHRONOUS)
     if request is not None:
@@ -181,7 +185,8 @@ def build_asynchronous_fsd_request(
 
     :returns: the IRP, not yet sent; ``None`` if it could not be allocated.
     :raises ValueError: for another major function or bad lengths and offsets.
-    :raises TypeError: if *target* is not a device or write data is not bytes-like.
+    :raises TypeError: if *target* is not a device, *data* is not bytes-like (for any major), or
+        *allocator* is not an IrpAllocator.
     """
     request = _build_fsd(major, target, length, data, offset, minor, allocator, _Origin.ASYNCHRONOUS)
     if request is None:

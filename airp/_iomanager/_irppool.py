@@ -37,6 +37,7 @@ from .._machine._allocation import (
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._device import DeviceObject
 from .._machine._irp import Irp
+from .._machine._misuse import must_be
 from .._machine._status import STATUS_SUCCESS, NtStatus
 from .._shell._send import send_irp
 
@@ -128,7 +129,7 @@ class IrpPool:
         statistics and low-resources simulation); ``None`` for plain allocations.
     :raises ValueError: if *target* is not given and *device* has no lower device, or *max_idle*
         is negative.
-    :raises TypeError: if *device* or *target* is not a device.
+    :raises TypeError: if *device* or *target* is not a device, or *allocator* not an IrpAllocator.
     """
 
     def __init__(
@@ -150,6 +151,8 @@ class IrpPool:
             raise TypeError(f"an IrpPool's target is a DeviceObject, got {type(target).__name__} {target!r}")
         if type(max_idle) is not int or max_idle < 0:
             raise ValueError(f"max_idle must be an int >= 0, got {max_idle!r}")
+        if allocator is not None and not isinstance(allocator, IrpAllocator):
+            raise must_be("allocator", "an airp.IrpAllocator or None", allocator)
         self.device = device
         self.target = target
         self.own_location = bool(own_location)
@@ -195,7 +198,10 @@ class IrpPool:
         :param status: the status a reused IRP starts with (``IoReuseIrp``'s argument).
         :returns: the IRP, or ``None`` if no IRP was idle and the allocation failed.
         :raises RuntimeError: if the pool has been closed (its device is gone).
+        :raises TypeError, ValueError: if *status* is not an NTSTATUS.
         """
+        if type(status) is not NtStatus:
+            status = NtStatus(status)  # a plain int passes; anything else is refused here, not on reuse
         if self._closed:
             raise RuntimeError(f"{self!r} is closed: its device has been removed, it sends no more requests")
         stack_size = self.target.stack_size + self.own_location
@@ -218,7 +224,7 @@ class IrpPool:
                 return None
             self._allocated += 1
             if status:
-                irp.status = status if type(status) is NtStatus else NtStatus(status)
+                irp.status = status
         if self.own_location:
             irp.set_next_stack_location()
             irp.current_stack_location.device = self.device

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from .._machine._misuse import must_be
+
 __all__ = ["DRIVER_ENTRY_POINT_GROUP", "available_drivers", "load_driver"]
 
 #: Distributions publish drivers as ``[project.entry-points."airp.drivers"] name = "module:Class"``.
@@ -21,7 +23,10 @@ def load_driver(name: str) -> Any:
 
     :raises LookupError: if no installed distribution publishes a driver of that name; the message
         lists the names that are available.
+    :raises TypeError: if *name* is not a str.
     """
+    if not isinstance(name, str):
+        raise must_be("load_driver(name): name", "a driver plugin name (str)", name)
     drivers = available_drivers()
     try:
         entry = drivers[name]

@@ -56,7 +56,9 @@ def _trace_of(source: IrpMonitor | Mapping[str, Any] | str | os.PathLike[str]) -
         if not isinstance(source.get("traceEvents"), list):
             raise TraceFileError('expected a Chrome trace: a mapping with a "traceEvents" list')
         return source
-    raise TypeError(f"draw_timeline needs an IrpMonitor, a Chrome trace or the path of one, got {source!r}")
+    raise TypeError(
+        f"draw_timeline(source) needs an IrpMonitor, a Chrome trace or the path of one, got {type(source).__name__} {source!r}"
+    )
 
 
 def draw_timeline(
@@ -78,7 +80,12 @@ def draw_timeline(
     :raises TraceFileError: if *source* is not a Chrome trace (a :class:`ValueError`).
     :raises ModuleNotFoundError: if matplotlib is not installed (``pip install 'airp[plot]'``).
     :raises OSError: if a file cannot be read or written.
+    :raises TypeError: if *source*, *out* or *width* is not of a kind listed above.
     """
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"draw_timeline(source, out): out must be the path of the picture (str or path), got {type(out).__name__} {out!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)):
+        raise TypeError(f"width must be a positive number of inches, got {type(width).__name__} {width!r}")
     path = Path(out)
     picture_format = FORMATS.get(path.suffix.lower())
     if picture_format is None:

@@ -26,15 +26,15 @@ from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from .._machine._arguments import check_plain_function
 from .._machine._codes import IrpMajor
 from .._machine._device import DeviceObject
+from .._machine._irp import Irp
+from .._machine._misuse import must_be
 from .._machine._monitor import MonitorHookError, current_request, report_hook_error, set_aside
 from .._machine._status import STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, NtStatus
-
-if TYPE_CHECKING:
-    from .._machine._irp import Irp
 
 __all__ = [
     "IrpMonitor",
@@ -526,6 +526,19 @@ def _statuses(value: object) -> frozenset[int] | None:
     return frozenset(statuses)
 
 
+def _check_records(records: object, what: str = "records") -> Iterable[TraceRecord]:
+    """*records* if it is an iterable; each item is checked as it is read."""
+    if not isinstance(records, Iterable) or isinstance(records, (str, bytes)):
+        raise must_be(what, "an iterable of TraceRecord (IrpMonitor.records, say)", records)
+    return (_check_record(record, what) for record in records)
+
+
+def _check_record(record: object, what: str) -> TraceRecord:
+    if not isinstance(record, TraceRecord):
+        raise must_be(f"each of {what}", "a TraceRecord", record)
+    return record
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -558,8 +571,9 @@ class IrpMonitor:
         (``anyio.current_time()``, so virtual time under :mod:`airp.testing`), or
         ``time.monotonic`` when no event loop runs (sans-I/O use).
     :raises ValueError: if *capacity* or *per_device* is not positive, or a major name is unknown.
-    :raises TypeError: if a filter holds something other than names, majors or statuses, or
-        *clock* is not callable.
+    :raises TypeError: if a filter holds something other than names, majors or statuses, *logger*
+        has no ``info`` method, or *include* or *clock* is not a plain function (both are called
+        inside ``call_driver`` and the completion walk, where nothing can be awaited).
     """
 
     def __init__(
@@ -576,10 +590,12 @@ class IrpMonitor:
         clock: Callable[[], float] | None = None,
     ) -> None:
         for what, value in (("capacity", capacity), ("per_device", per_device)):
-            if value is not None and (type(value) is not int or value <= 0):
-                raise ValueError(f"{what} must be positive (an int of at least 1), got {value!r}")
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a function returning seconds, got {clock!r}")
+            if (value is not None or what == "capacity") and (type(value) is not int or value <= 0):
+                raise ValueError(f"{what} must be positive (an int of at least 1), got {type(value).__name__} {value!r}")
+        if logger is not None and not callable(getattr(logger, "info", None)):
+            raise must_be("logger", "a logger with an info(event, **fields) method (structlog's) or None", logger)
+        check_plain_function("include", include, signature="(record) -> bool", why="it runs inside the IRP's hooks")
+        check_plain_function("clock", clock, signature="() -> seconds", why="it is read inside the IRP's hooks")
         self.logger = logger
         self.include = include
         self.capacity = capacity
@@ -648,8 +664,16 @@ class IrpMonitor:
         return self._build()
 
     def for_irp(self, irp: Irp | int) -> list[TraceRecord]:
-        """The kept records of one IRP (by object or trace number)."""
-        number = irp if isinstance(irp, int) else irp._trace_id
+        """The kept records of one IRP (by object or trace number).
+
+        :raises TypeError: if *irp* is neither an Irp nor an int.
+        """
+        if isinstance(irp, int) and not isinstance(irp, bool):
+            number = irp
+        elif isinstance(irp, Irp):
+            number = irp._trace_id
+        else:
+            raise must_be("for_irp(irp): irp", "an Irp or its trace number (int)", irp)
         return [r for r in self._build() if r.irp == number]
 
     def clear(self) -> None:
@@ -664,16 +688,18 @@ class IrpMonitor:
 
         :param records: the records to compute them from (default: :attr:`records`).
         :returns: one span per dispatch, in the order the IRPs went down.
+        :raises TypeError: if *records* is not an iterable (of TraceRecord).
         """
-        return _spans(self.records if records is None else records)
+        return _spans(self.records if records is None else _check_records(records))
 
     def queue_waits(self, records: Iterable[TraceRecord] | None = None) -> list[QueueWait]:
         """The waits of IRPs in queues (StartIo lanes, device queues, KMDF queues).
 
         :param records: the records to compute them from (default: :attr:`records`).
         :returns: one wait per time an IRP entered a queue, in order.
+        :raises TypeError: if *records* is not an iterable (of TraceRecord).
         """
-        return _queue_waits(self.records if records is None else records)
+        return _queue_waits(self.records if records is None else _check_records(records))
 
     def timings(self) -> dict[str, LayerTiming]:
         """A summary per device: IRPs held, how many pended, time to return and to completion,
@@ -1069,9 +1095,10 @@ def format_trace(records: Iterable[TraceRecord], *, times: bool = False) -> str:
     :param records: the records, e.g. :attr:`IrpMonitor.records` or :meth:`IrpMonitor.for_irp`.
     :param times: start each line with the record's time, in seconds since the IRP's first record.
     :returns: the text, one line per record under a heading line per IRP.
+    :raises TypeError: if *records* is not an iterable of TraceRecord.
     """
     groups: dict[int, list[TraceRecord]] = {}
-    for record in records:
+    for record in _check_records(records, "format_trace(records)"):
         groups.setdefault(record.irp, []).append(record)
     lines = []
     for number, group in groups.items():

@@ -52,12 +52,14 @@ import anyio
 import anyio.lowlevel
 
 from .._machine._allocation import IrpAllocator, LowResourcesSimulation
+from .._machine._arguments import check_plain_function
 from .._machine._bugcheck import BugCheck, BugCheckCode, VerifierCode
 from .._machine._codes import IrpMajor, PnpMinor, PowerMinor
 from .._machine._completion import complete_request
 from .._machine._device import DeviceObject, get_attached_device
 from .._machine._driver import Driver
 from .._machine._irp import _UNUSED, Irp
+from .._machine._misuse import must_be
 from .._machine._monitor import (
     HookChain,
     MonitorHookError,
@@ -595,8 +597,9 @@ class Verifier:
         of the run; the failure is kept in :attr:`errors` (so :meth:`check` fails) and reported
         once through :func:`sys.unraisablehook`, and no IRP is the worse for it.
     :raises ValueError: for an unknown check code or a probability outside 0.0 to 1.0.
-    :raises TypeError: for a driver that is neither a name nor a :class:`~airp.Driver`, or a
-        seed that is not an int.
+    :raises TypeError: for a driver that is neither a name nor a :class:`~airp.Driver`, *drivers*
+        or *checks* that is not a collection, a seed that is not an int, or a *clock* that is not
+        a plain function.
     :ivar violations: every violation found, oldest first (also when it was raised).
     """
 
@@ -624,6 +627,8 @@ class Verifier:
         if drivers is not None:
             if isinstance(drivers, (str, Driver)):
                 drivers = [drivers]
+            elif not isinstance(drivers, Iterable):
+                raise must_be("drivers", "a driver name, an airp.Driver, a collection of them, or None", drivers)
             self._names = set()
             for driver in drivers:
                 if isinstance(driver, str):
@@ -636,6 +641,8 @@ class Verifier:
         if checks is None:
             self._checks = set(self.CHECKS)
         else:
+            if not isinstance(checks, Iterable):
+                raise must_be("checks", "a collection of check codes (VerifierCode) or None", checks)
             self._checks = set()
             self._touch_check = False
             for code in checks:
@@ -665,6 +672,9 @@ class Verifier:
         self.seed = seed
         self.low_resources = low_resources
         self.raise_on_violation = bool(raise_on_violation)
+        # Read inside the hooks, where nothing can be awaited: a coroutine function would give
+        # a coroutine for a time, found out at the first IRP.
+        check_plain_function("clock", clock, signature="() -> seconds", why="it is read inside the IRP's hooks")
         self._clock = clock if clock is not None else _RunClock()
         self._rng = random.Random(seed)
         self.violations: list[VerifierViolation] = []
@@ -692,9 +702,13 @@ class Verifier:
 
         :param driver: a driver object, or ``None``.
         :returns: True if the verifier's checks and stress options apply to it.
+        :raises TypeError: if *driver* is neither a Driver nor ``None`` (a name says nothing of
+            which object: ask with the driver).
         """
         if driver is None:
             return False
+        if not isinstance(driver, Driver):
+            raise must_be("verifies(driver): driver", "an airp.Driver or None", driver)
         if self._names is None:
             return True
         return id(driver) in self._objects or driver.name in self._names
@@ -708,7 +722,7 @@ class Verifier:
         """
         for allocator in allocators:
             if not isinstance(allocator, IrpAllocator):
-                raise TypeError(f"Verifier.cover takes airp.IrpAllocator objects, got {allocator!r}")
+                raise must_be("Verifier.cover(*allocators): each allocator", "an airp.IrpAllocator", allocator)
             self._install(allocator, watch=True)
 
     def _install(self, allocator: IrpAllocator, *, watch: bool) -> None:
