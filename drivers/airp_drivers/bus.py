@@ -81,6 +81,10 @@ class ChildPdo:
     :ivar hardware_id: the kind of device: the PnP manager builds the stack registered for it.
     :ivar serial: the device's serial number, unique on its bus.
     :ivar present: False once :meth:`ToasterBus.unplug` has pulled the device out.
+    :ivar reported: True once the bus has reported the child to the PnP manager (in its answer to
+        IRP_MN_QUERY_DEVICE_RELATIONS): from then on the PnP manager builds a stack on the PDO and
+        removes it, and the PDO goes at its IRP_MN_REMOVE_DEVICE.  Until then the PDO is the bus's
+        alone, and :meth:`ToasterBus.unplug` deletes it.
     :ivar bus: the FDO of the bus the child is plugged into.
     """
 
@@ -88,6 +92,7 @@ class ChildPdo:
         self.hardware_id = hardware_id
         self.serial = serial
         self.present = True
+        self.reported = False
         self.bus = bus
 
 
@@ -171,7 +176,9 @@ class ToasterBus(airp.Driver):
         """The device is pulled out: the next enumeration leaves it out, so it is surprise-removed.
 
         Then ``await io.invalidate_device_relations(bus_node)``.  Its PDO stays until its stack's
-        IRP_MN_REMOVE_DEVICE, which follows when the last handle on it closes.
+        IRP_MN_REMOVE_DEVICE, which follows when the last handle on it closes.  A device pulled
+        out before any enumeration reported it has no stack and will get no REMOVE_DEVICE: its
+        PDO is deleted here, at once.
 
         :param serial: the serial :meth:`plug_in` was given.
         :param bus: the bus FDO; only needed when the driver has several.
@@ -184,6 +191,11 @@ class ToasterBus(airp.Driver):
             known = ", ".join(s for s, p in fdo.extension.children.items() if p.extension.present) or "none"
             raise LookupError(f"no device with serial {serial!r} is plugged into {fdo!r} (present: {known})")
         pdo.extension.present = False
+        if not pdo.extension.reported:
+            # The PnP manager never heard of it, so no REMOVE_DEVICE will come to delete it: the
+            # bus deletes it itself, or it would stay in its children and devices until the bus goes.
+            del fdo.extension.children[serial]
+            airp.delete_device(pdo)
         return pdo
 
     def children(self, *, bus: DeviceObject[BusFdo] | None = None) -> list[DeviceObject[ChildPdo]]:
@@ -248,7 +260,10 @@ class ToasterBus(airp.Driver):
                 return lower_status
             if minor == PnpMinor.QUERY_DEVICE_RELATIONS and location.parameters.type == DeviceRelationType.BUS_RELATIONS:
                 # Report every child still present; one left out is surprise-removed.
-                location.parameters.relations.extend(pdo for pdo in extension.children.values() if pdo.extension.present)
+                for pdo in extension.children.values():
+                    if pdo.extension.present:
+                        pdo.extension.reported = True
+                        location.parameters.relations.append(pdo)
                 irp.status = STATUS_SUCCESS
             elif minor in (PnpMinor.SURPRISE_REMOVAL, PnpMinor.QUERY_REMOVE_DEVICE, PnpMinor.CANCEL_REMOVE_DEVICE):
                 irp.status = STATUS_SUCCESS
