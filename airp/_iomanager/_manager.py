@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 import anyio
 import anyio.lowlevel
 
+from .._machine._arguments import check_hooks, check_plain_function
 from .._machine._bugcheck import chain_follow_on
 from .._machine._cancel import cancel_irp
 from .._machine._codes import DeviceFlags, IrpMajor
@@ -20,6 +21,7 @@ from .._machine._driver import Driver
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
 from .._machine._irp import Irp
+from .._machine._misuse import must_be
 from .._machine._monitor import MonitorHooks, combine_hooks
 from .._machine._pnp import PnpState
 from .._machine._status import (
@@ -65,6 +67,26 @@ _E = TypeVar("_E")
 DEFAULT_DEVICE_TYPE = 0x22
 
 
+def _check_spec(what: str, spec: object) -> None:
+    """Refuse what names no driver: a plugin name, a Driver subclass or a Driver object does."""
+    if not (isinstance(spec, (str, Driver)) or (isinstance(spec, type) and issubclass(spec, Driver))):
+        raise must_be(what, "a driver: a plugin name, a Driver subclass or a Driver object", spec)
+
+
+def _filters(what: str, filters: object) -> tuple[DriverSpec, ...]:
+    """A filter list as a tuple; a str (a lone plugin name) or anything not a list is refused."""
+    if not isinstance(filters, (tuple, list)):
+        raise must_be(what, "a tuple or list of drivers (plugin names, Driver subclasses or objects)", filters)
+    for spec in filters:
+        _check_spec(f"each of {what}", spec)
+    return tuple(filters)
+
+
+def _check_node(node: object, what: str) -> None:
+    if not isinstance(node, DeviceNode):
+        raise must_be(f"{what}(node): node", "a DeviceNode (what io.add_device returned, or one of io.device_nodes)", node)
+
+
 class IoManager:
     """The requester's side of airp: names devices, opens them, builds and sends requests.
 
@@ -96,8 +118,10 @@ class IoManager:
         block itself raised).  A callback that raises is a crash of the device's task group: it
         ends the block, as a bug check does.
     :raises ValueError: if *cancel_wait_limit* is negative or NaN.
-    :raises TypeError: if *cancel_wait_limit* is not a number, or *on_error* is neither callable
-        nor ``None``.
+    :raises TypeError: if *cancel_wait_limit* is not a number, *on_error* is not a plain function
+        or ``None``, or *monitor* or *verifier* is not a monitor (an object with every hook of
+        ``MonitorHooks``, as :class:`~airp.IrpMonitor` and :class:`~airp.Verifier` have) or
+        ``None``: each is checked here, not at the first open.
     """
 
     def __init__(
@@ -113,6 +137,12 @@ class IoManager:
                 f"IoManager's on_error is a callable (failure: airp.RoutineFailure) -> None, or None;"
                 f" got {type(on_error).__name__} {on_error!r}"
             )
+        check_plain_function(
+            "IoManager's on_error", on_error, signature="(failure) -> None", why="it is called as each failure happens, and cannot await"
+        )
+        # Checked here: a monitor without the hooks used to fail at the first open, inside it.
+        check_hooks("monitor", monitor)
+        check_hooks("verifier", verifier)
         #: Called with each routine failure of a PnP-hosted device without an on_error of its own.
         self.on_error = on_error
         self.monitor = monitor
@@ -166,8 +196,11 @@ class IoManager:
         :returns: the driver object.
         :raises LookupError: for an unknown plugin name (the message lists the installed ones).
         :raises ValueError: if another driver is already loaded under that name.
-        :raises TypeError: if *driver* is none of the three, or parameters come with an object.
+        :raises TypeError: if *driver* is none of the three, parameters come with an object, or
+            *name* is not a str.
         """
+        if name is not None and not isinstance(name, str):
+            raise must_be("load_driver(driver, name=...): name", "a str or None", name)
         return self.pnp.load_driver(driver, name, **params)
 
     async def unload_driver(self, driver: Driver | str) -> None:
@@ -181,7 +214,10 @@ class IoManager:
         :param driver: the driver object, or the name it was loaded under.
         :raises UnloadRefused: naming the devices and IRPs still held.
         :raises LookupError: for a name no driver was loaded under.
+        :raises TypeError: if *driver* is neither a Driver nor a str.
         """
+        if not isinstance(driver, (Driver, str)):
+            raise must_be("unload_driver(driver): driver", "an airp.Driver or the name it was loaded under", driver)
         await self.pnp.unload_driver(driver)
 
     def register_stack(
@@ -197,9 +233,14 @@ class IoManager:
         Bus drivers report children by hardware id; :meth:`add_device` uses the registration when
         it is given no drivers of its own.  Registering the same id again replaces the entry.
 
-        :raises TypeError: if *hardware_id* is not a non-empty str.
+        :raises TypeError: if *hardware_id* is not a non-empty str, *function* is missing, or a
+            filter list is not a tuple or list of drivers.
         """
-        self.pnp.register_stack(hardware_id, StackDescription(function, tuple(lower_filters), tuple(upper_filters)))
+        _check_spec("register_stack(function=...): function", function)
+        description = StackDescription(
+            function, _filters("lower_filters", lower_filters), _filters("upper_filters", upper_filters)
+        )
+        self.pnp.register_stack(hardware_id, description)
 
     async def add_device(
         self,
@@ -226,13 +267,20 @@ class IoManager:
         :raises LookupError: for an unknown plugin, or a hardware id with no registered stack.
         :raises BugCheck: 0xC9 / 0x243 if an ``add_device`` left DO_DEVICE_INITIALIZING set.
         :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
+        :raises TypeError: if *hardware_id* is not a non-empty str, or a filter list is not a tuple
+            or list of drivers.
 
         On cancellation: AddDevice routines are awaited as they are; a cancelled build leaves the
         node as far as it got (remove it with :meth:`remove_device`).
         """
+        if not isinstance(hardware_id, str) or not hardware_id:
+            raise must_be("add_device(hardware_id): hardware_id", "a non-empty str", hardware_id)
+        lower_filters = _filters("lower_filters", lower_filters)
+        upper_filters = _filters("upper_filters", upper_filters)
         description = None
         if function is not None:
-            description = StackDescription(function, tuple(lower_filters), tuple(upper_filters))
+            _check_spec("add_device(function=...): function", function)
+            description = StackDescription(function, lower_filters, upper_filters)
         elif lower_filters or upper_filters:
             raise TypeError("add_device got filters but no function driver: give function= as well")
         return await self.pnp.add_device(hardware_id, description, name)
@@ -250,7 +298,9 @@ class IoManager:
 
         :raises NtStatusError: the status the start failed with; the stack has then been removed.
         :raises PnpStateError: if the node is not NOT_STARTED.
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "start_device")
         await self.pnp.start_device(node)
 
     async def query_remove_device(self, node: DeviceNode) -> None:
@@ -263,14 +313,19 @@ class IoManager:
 
         :raises RemovalVetoed: if handles are open on the stack (or an open is in progress), or a
             driver failed the query (CANCEL_REMOVE_DEVICE has then been sent: nothing changed).
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "query_remove_device")
         await self.pnp.query_remove(node)
 
     async def cancel_remove_device(self, node: DeviceNode) -> None:
         """Send IRP_MN_CANCEL_REMOVE_DEVICE: a remove-pending node is STARTED again.
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "cancel_remove_device")
         await self.pnp.cancel_remove(node)
 
     async def remove_device(self, node: DeviceNode) -> None:
@@ -292,7 +347,9 @@ class IoManager:
         :raises ValueError: if the node has already been removed.
         :raises BugCheck: the first lifecycle check that fired (reference 10.3); the nodes count
             as removed all the same.
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "remove_device")
         await self.pnp.remove_device(node)
 
     async def surprise_remove(self, node: DeviceNode) -> None:
@@ -304,7 +361,10 @@ class IoManager:
         closes (from that handle's ``close``); :meth:`DeviceNode.wait_removed` waits for it.
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "surprise_remove")
         await self.pnp.surprise_remove(node)
 
     async def invalidate_device_relations(self, node: DeviceNode) -> None:
@@ -316,7 +376,10 @@ class IoManager:
         for it, child builds and starts included, then asks the bus again.
 
         On cancellation: PnP requests are not cancellable; each is waited for, shielded.
+
+        :raises TypeError: if *node* is not a :class:`~airp.DeviceNode`.
         """
+        _check_node(node, "invalidate_device_relations")
         await self.pnp.enumerate(node)
 
     @property
@@ -416,7 +479,8 @@ class IoManager:
         :returns: the device, ``DeviceObject[type of the extension]``.
         :raises NtStatusError: STATUS_OBJECT_NAME_COLLISION if *name* is taken.
         :raises TypeError: if *driver* is not a :class:`~airp.Driver` or *name* not a str, if both
-            *extension* and *make_extension* are given, or *make_extension* is not callable.
+            *extension* and *make_extension* are given, or *make_extension* is not a plain function
+            (a coroutine function would make a coroutine the extension).
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"a device name is a non-empty str or None, got {type(name).__name__} {name!r}")
@@ -429,9 +493,10 @@ class IoManager:
                 raise TypeError("create_device takes extension= or make_extension=, not both")
             if not callable(make_extension):
                 raise TypeError(f"make_extension is a callable (device) -> extension, got {make_extension!r}")
-        if initializing:
-            flags |= DeviceFlags.DEVICE_INITIALIZING
+            check_plain_function("make_extension", make_extension, signature="(device) -> extension", optional=False)
         device: DeviceObject[Any] = DeviceObject(driver, name, device_type=device_type, flags=flags, extension=extension)
+        if initializing:
+            device.flags |= DeviceFlags.DEVICE_INITIALIZING
         if make_extension is not None:
             try:
                 device.extension = make_extension(device)
@@ -659,7 +724,10 @@ class IoManager:
         """Requests sent through this manager that have not completed yet, oldest first.
 
         :param file_object: only those of this file object (a handle's ``file_object``).
+        :raises TypeError: if *file_object* is neither a FileObject nor ``None``.
         """
+        if file_object is not None and not isinstance(file_object, FileObject):
+            raise must_be("outstanding_requests(file_object): file_object", "a FileObject (a handle's file_object) or None", file_object)
         files = (file_object,) if file_object is not None else tuple(self._files)
         return [irp for fo in files for irp in fo.requests if not irp.completed]
 

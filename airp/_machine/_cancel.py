@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._bugcheck import BugCheck, BugCheckCode
 from ._completion import complete_after_error
 from ._irp import Irp
-from ._misuse import missing_await
+from ._misuse import missing_await, must_be
 from ._status import STATUS_INTERNAL_ERROR
 
 __all__ = ["cancel_irp"]
@@ -39,11 +39,14 @@ def cancel_irp(irp: Irp, *, reason: str | None = None) -> bool:
     :returns: True if a cancel routine was called.
     :raises BugCheck: 0x48 if a cancel routine is set on an IRP that has already completed; 0x44
         (from :func:`~airp.complete_request`) if the cancel routine completes the IRP twice.
-    :raises TypeError: if *irp* is not an IRP, or the cancel routine turns out to be a coroutine function (stored directly
-        in ``irp.cancel_routine``; :meth:`~airp.Irp.set_cancel_routine` refuses those up front).
+    :raises TypeError: if *irp* is not an IRP, *reason* not a str or ``None``, or the cancel
+        routine turns out to be a coroutine function (stored directly in ``irp.cancel_routine``;
+        :meth:`~airp.Irp.set_cancel_routine` refuses those up front).
     """
     if not isinstance(irp, Irp):
         raise TypeError(f"cancel_irp needs an Irp, got {type(irp).__name__} {irp!r}{missing_await(irp)}")
+    if reason is not None and type(reason) is not str:
+        raise must_be("cancel_irp(irp, reason=...): reason", "a str or None", reason)
     irp.cancel = True
     routine = irp.cancel_routine
     monitor = irp._monitor

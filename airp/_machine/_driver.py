@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._codes import MAJOR_FUNCTION_COUNT, IrpMajor
 from ._completion import complete_request
+from ._misuse import must_be
 from ._status import STATUS_INVALID_DEVICE_REQUEST
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class Driver:
     ``IopInvalidDeviceRequest``.)
 
     :param name: a name for traces and bug checks (default: the class name).
+    :raises TypeError: if *name* is neither a str nor ``None``.
     :ivar major_function: the dispatch table, indexed by major function code.
     :ivar devices: the devices this driver has created.
     """
@@ -109,6 +111,8 @@ class Driver:
     pass_through: bool = False
 
     def __init__(self, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise must_be("Driver(name): name", "a str or None (the class name)", name)
         self.name = name or type(self).__name__
         self.devices: list[DeviceObject] = []
         # The IrpPools of this driver's devices, so that unloading can name IRPs never given back.

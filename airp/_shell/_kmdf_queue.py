@@ -319,8 +319,8 @@ class IoQueue(_QueueBase):
     :param ready_notify: ``EvtIoQueueState`` (``WdfIoQueueReadyNotify``), a plain function
         ``(queue)``: called when a request arrives in an empty, started queue.
     :param started: start in the started state (default); ``False`` starts it stopped.
-    :raises TypeError: if *handler* is missing or not a coroutine function, or a callback is a
-        coroutine function.
+    :raises TypeError: if *device* is not a DeviceObject, *name* not a str or ``None``,
+        *handler* is missing or not a coroutine function, or a callback is a coroutine function.
     :raises ValueError: for a bad *limit* or *dispatch*.
     :raises RuntimeError: if the device is being removed.
     """
@@ -364,6 +364,8 @@ class IoQueue(_QueueBase):
         if not isinstance(device, DeviceObject):
             raise must_be("IoQueue(device): device", "a DeviceObject", device)
         dispatch = DispatchType(dispatch)
+        if name is not None and not isinstance(name, str):
+            raise must_be("IoQueue(name=...): name", "a str or None", name)
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be an int >= 1 or None, got {type(limit).__name__} {limit!r}")
         if dispatch is DispatchType.MANUAL:

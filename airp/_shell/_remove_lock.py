@@ -132,7 +132,7 @@ class RemoveLock:
     :param tracking: keep the tags held (``holders``) and check every release against them.
     :param high_water_mark: the most holders allowed at once, the bias not counted; one more is bug
         check 0xC4 (:attr:`RemoveLockViolation.HIGH_WATER_MARK_EXCEEDED`).  ``None``: no limit.
-    :raises TypeError: if *high_water_mark* is not an int.
+    :raises TypeError: if *high_water_mark* is not an int, or *name* not a str or ``None``.
     :raises ValueError: if *high_water_mark* is negative.
     """
 
@@ -152,6 +152,8 @@ class RemoveLock:
     )
 
     def __init__(self, name: str | None = None, *, tracking: bool = True, high_water_mark: int | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"a remove lock's name is a str or None, got {type(name).__name__} {name!r}")
         if high_water_mark is not None:
             if not isinstance(high_water_mark, int) or isinstance(high_water_mark, bool):
                 raise TypeError(f"high_water_mark is an int (the most holders at once) or None, got {high_water_mark!r}")

@@ -80,10 +80,12 @@ def draw_timeline(
     :raises TraceFileError: if *source* is not a Chrome trace (a :class:`ValueError`).
     :raises ModuleNotFoundError: if matplotlib is not installed (``pip install 'airp[plot]'``).
     :raises OSError: if a file cannot be read or written.
-    :raises TypeError: if *source*, *out* or *width* is not of a kind listed above.
+    :raises TypeError: if *source*, *out*, *title* or *width* is not of a kind listed above.
     """
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"draw_timeline(source, out): out must be the path of the picture (str or path), got {type(out).__name__} {out!r}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__} {title!r}")
     if isinstance(width, bool) or not isinstance(width, (int, float)):
         raise TypeError(f"width must be a positive number of inches, got {type(width).__name__} {width!r}")
     path = Path(out)
