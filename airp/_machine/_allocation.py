@@ -36,11 +36,12 @@ Where airp departs from Windows (each also said where it applies):
 
 from __future__ import annotations
 
+import collections
 import enum
 import random
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from ._arguments import check_hooks
 from ._bugcheck import BugCheck, BugCheckCode, VerifierCode
@@ -270,6 +271,10 @@ class LowResourcesSimulation:
       passes once with the simulation on, and every allocation site of the driver has been through
       its failure path once.  *fraction* and *seed* are not used.
 
+    Every failure is counted (:attr:`failure_count`), and the most recent ones are kept as
+    :class:`SimulatedFailure` records (:attr:`failures`): at most :attr:`KEPT_FAILURES` of them,
+    so that a long run under the simulation does not grow without limit.
+
     Departures: Windows starts failing only after the system has run for a while (about eight
     minutes) and identifies a site by its whole call stack; airp starts at once and uses the
     caller's ``file:line``.
@@ -280,6 +285,12 @@ class LowResourcesSimulation:
     :raises ValueError: if *fraction* is outside 0.0 to 1.0.
     :raises TypeError: if *fraction* is not a number or *seed* not an int.
     """
+
+    #: How many failure records :attr:`failures` keeps: the most recent ones.  Each costs about
+    #: 190 bytes (with its call-site string); a run that fails an allocation every few dozen would
+    #: otherwise keep one per failure for as long as the simulation lives.  :attr:`failure_count`
+    #: counts every failure, kept or not.
+    KEPT_FAILURES: ClassVar[int] = 1000
 
     def __init__(self, fraction: float = 0.06, seed: int = 0, *, systematic: bool = False) -> None:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
@@ -294,7 +305,9 @@ class LowResourcesSimulation:
         self._rng = random.Random(seed)
         self._sites: set[tuple[str, int]] = set()
         self._attempts = 0
-        self._failures: list[SimulatedFailure] = []
+        self._failed = 0
+        # The last KEPT_FAILURES records: a bounded deque drops the oldest as it appends.
+        self._failures: collections.deque[SimulatedFailure] = collections.deque(maxlen=self.KEPT_FAILURES)
 
     @property
     def fraction(self) -> float:
@@ -318,14 +331,23 @@ class LowResourcesSimulation:
 
     @property
     def failures(self) -> tuple[SimulatedFailure, ...]:
-        """The allocations failed so far, oldest first."""
+        """The most recent allocations failed, oldest first: all of them up to :attr:`KEPT_FAILURES`.
+
+        Count failures with :attr:`failure_count`: past :attr:`KEPT_FAILURES`, this holds fewer.
+        """
         return tuple(self._failures)
+
+    @property
+    def failure_count(self) -> int:
+        """How many allocations the simulation has failed, whether :attr:`failures` still lists them or not."""
+        return self._failed
 
     def reset(self) -> None:
         """Start again: reseed the generator, forget the call sites and the failures."""
         self._rng = random.Random(self._seed)
         self._sites.clear()
         self._attempts = 0
+        self._failed = 0
         self._failures.clear()
 
     def _fails(self, operation: str) -> bool:
@@ -339,12 +361,13 @@ class LowResourcesSimulation:
             if self._rng.random() >= self._fraction:
                 return False
             site = _call_site()
+        self._failed += 1
         self._failures.append(SimulatedFailure(self._attempts, operation, f"{site[0]}:{site[1]}"))
         return True
 
     def __repr__(self) -> str:
         mode = "systematic" if self._systematic else f"fraction={self._fraction:g} seed={self._seed}"
-        return f"<LowResourcesSimulation {mode}: {len(self._failures)} of {self._attempts} failed>"
+        return f"<LowResourcesSimulation {mode}: {self._failed} of {self._attempts} failed>"
 
 
 # -- the allocator and its lookaside lists -----------------------------------------------------------
@@ -502,6 +525,15 @@ class IrpAllocator:
 
         Only an IRP provably back with its creator goes to a list (:func:`_back_with_creator`):
         a list never hands out an object a lower driver may still hold.
+
+        An IRP that goes to a list keeps nothing else alive while it waits there, which may be
+        for ever: its stack locations drop the devices it last went through, its file object,
+        parameters and completion routines with their contexts (the request a driver's own IRP
+        served), and send_irp's record of the creator's routine goes.  Otherwise idle IRPs kept
+        removed device stacks, and what their requests held, alive.  The rest is reset when the
+        IRP is handed out again (``Irp._reinitialize``), as before.  What a late second completion
+        is diagnosed by (freed, the creator's location) stays: it is still bug check 0x44, though
+        it can no longer name the driver that completed again, nor the creator's routine.
         """
         self._outstanding -= 1
         if (
@@ -509,6 +541,16 @@ class IrpAllocator:
             and _back_with_creator(irp)
             and (self._small if irp.stack_count == 1 else self._large).push(irp)
         ):
+            # Written out rather than a helper's call: this runs on every free to a list.
+            for loc in irp._stack:
+                if loc is not _UNUSED:
+                    loc.device = None
+                    loc.file_object = None
+                    loc.parameters = None
+                    loc.completion_routine = None
+                    loc.completion_context = None
+            irp.file_object = None
+            irp.__dict__.pop(_ROUTINE, None)
             return
         self._pool_frees += 1
 
@@ -913,7 +955,9 @@ def free_irp(irp: Irp) -> None:
 
     Call it from the IRP's completion routine (which then returns STATUS_MORE_PROCESSING_REQUIRED)
     or after waiting for the IRP to be handed back.  A lookaside-sized IRP goes back to its
-    allocator's list if there is room.  Afterwards the IRP must not be touched.
+    allocator's list if there is room, and drops there what it referenced (the devices it went
+    through, completion contexts): an idle IRP keeps no removed stack alive.  Afterwards the IRP
+    must not be touched.
 
     Free only what the driver allocated (reference 2.9): IRPs from :func:`allocate_irp`,
     :func:`~airp.build_asynchronous_fsd_request`, a bare ``Irp(n)``, and associated IRPs that were
