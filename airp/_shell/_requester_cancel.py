@@ -36,6 +36,7 @@ import anyio.lowlevel
 
 from .._machine._cancel import CANCEL_RAN, cancel_irp
 from .._machine._errors import NtStatusError
+from .._machine._file import FileObject
 from .._machine._irp import Irp
 from .._machine._status import STATUS_DRIVER_CANCEL_TIMEOUT, NtStatus
 from ._call import call_driver
@@ -43,7 +44,6 @@ from ._waiter import new_waiter
 
 if TYPE_CHECKING:
     from .._machine._device import DeviceObject
-    from .._machine._file import FileObject
 
 __all__ = [
     "DEFAULT_CANCEL_WAIT_LIMIT",
@@ -260,7 +260,12 @@ def get_cancel_wait_limit() -> float:
 
 
 def is_disowned(irp: Irp) -> bool:
-    """True if *irp* was disowned in this run after its cancel-wait limit expired."""
+    """True if *irp* was disowned in this run after its cancel-wait limit expired.
+
+    :raises TypeError: if *irp* is not an IRP.
+    """
+    if not isinstance(irp, Irp):
+        raise TypeError(f"is_disowned(irp): irp must be an Irp, got {type(irp).__name__} {irp!r}")
     return irp in _state().disowned
 
 
@@ -447,7 +452,16 @@ class TaskIo:
             ``file_object``), as ``NtCancelIoFile``.
         :param limit: overrides the run's cancel-wait limit.
         :returns: how many requests were cancelled.
+        :raises TypeError: if *file_object* is not a file object or *limit* not a number of seconds.
+        :raises ValueError: if *limit* is negative or NaN.
         """
+        if file_object is not None and not isinstance(file_object, FileObject):
+            raise TypeError(
+                "cancel(file_object): file_object must be a FileObject (a handle's file_object) or None, got"
+                f" {type(file_object).__name__} {file_object!r}"
+            )
+        if limit is not None:
+            _check_limit(limit, "cancel(limit): limit")
         targets = [
             irp
             for irp in self._irps
