@@ -79,6 +79,7 @@ async def send_one_and_free(allocator: airp.IrpAllocator) -> tuple[list[weakref.
 
     own.set_completion_routine(creator_done, served)
     await airp.send_irp(top, own)
+    await anyio.sleep(1)  # a call forced pending completes on a later turn
     assert allocator.statistics().large.depth == 1  # the IRP waits on the list
     airp.detach_device(bottom)
     airp.delete_device(top)
@@ -86,8 +87,11 @@ async def send_one_and_free(allocator: airp.IrpAllocator) -> tuple[list[weakref.
     return [weakref.ref(top), weakref.ref(bottom), weakref.ref(served), weakref.ref(creator_done)], filter_driver
 
 
-async def test_an_idle_irp_on_a_lookaside_list_keeps_no_device_or_context_alive() -> None:
-    allocator = airp.IrpAllocator()
+@pytest.mark.parametrize("watched", [False, True], ids=["plain", "verifier"])
+async def test_an_idle_irp_on_a_lookaside_list_keeps_no_device_or_context_alive(watched: bool) -> None:
+    # Watched by a verifier that forces every call pending, the IRP also carries the notes
+    # airp's diagnostics keep in it (the dispatch routine whose return it contradicts, ...).
+    allocator = airp.IrpAllocator(monitor=airp.Verifier(force_pending=1.0) if watched else None)
     refs, filter_driver = await send_one_and_free(allocator)
     gc.collect()
     # The stack was deleted and nobody else holds it: the idle IRP does not either.

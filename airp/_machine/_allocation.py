@@ -529,11 +529,14 @@ class IrpAllocator:
         An IRP that goes to a list keeps nothing else alive while it waits there, which may be
         for ever: its stack locations drop the devices it last went through, its file object,
         parameters and completion routines with their contexts (the request a driver's own IRP
-        served), and send_irp's record of the creator's routine goes.  Otherwise idle IRPs kept
-        removed device stacks, and what their requests held, alive.  The rest is reset when the
-        IRP is handed out again (``Irp._reinitialize``), as before.  What a late second completion
-        is diagnosed by (freed, the creator's location) stays: it is still bug check 0x44, though
-        it can no longer name the driver that completed again, nor the creator's routine.
+        served); the IRP drops its file object, buffers and waiter; and of its instance dict
+        only what its misuse is diagnosed by stays (kind, allocation flags, the creator's
+        location, freed), not the notes that name routines and devices (send_irp's record of the
+        creator's routine, a wrong return's device, a cancel routine that ran ...).  Otherwise
+        idle IRPs kept removed device stacks, and what their requests held, alive.  The rest is
+        reset when the IRP is handed out again (``Irp._reinitialize``), as before.  A late second
+        completion is still bug check 0x44, though it can no longer name the driver that
+        completed again, nor the creator's routine.
         """
         self._outstanding -= 1
         if (
@@ -550,7 +553,20 @@ class IrpAllocator:
                     loc.completion_routine = None
                     loc.completion_context = None
             irp.file_object = None
-            irp.__dict__.pop(_ROUTINE, None)
+            irp.system_buffer = None
+            irp.user_buffer = None
+            irp.mdl = None
+            irp._waiter = None
+            d = irp.__dict__
+            d.pop(_ROUTINE, None)
+            # Kind, allocation flags and freed, and the creator's location if it was sent with
+            # send_irp: any other entry is a note (a wrong return, a cancel routine that ran ...).
+            if len(d) > 3 + (_CREATOR in d):
+                kept = {_KIND: d[_KIND], "allocation_flags": flags, _FREED: True}
+                creator = d.get(_CREATOR)
+                if creator is not None:
+                    kept[_CREATOR] = creator
+                irp.__dict__ = kept
             return
         self._pool_frees += 1
 
