@@ -10,14 +10,10 @@ operations, the verifier's counts, what was left outstanding at the end, and the
 pulled out) after ``gc.collect()``, with the growth from 50% to 100% and what the in-suite test
 allows for it.
 
-``--expose`` also runs the paths the harness keeps out of the way by default, each a finding of
-issue 19 (``Config.closes_during_removal``, ``opens_during_removal``, ``open_latency``): expect
-a bug check or an error, printed, and memory growing with every cancelled open.
-
 Exit status 1 if a run found a problem (a request lost or completed twice, a status its story does
 not allow, something left outstanding, memory beyond the allowance) or raised.
 
-Run: python benchmarks/bench_fault_harness.py [--operations N] [--seed S] [--backend B] [--no-trace] [--expose]
+Run: python benchmarks/bench_fault_harness.py [--operations N] [--seed S] [--backend B] [--no-trace]
 """
 
 from __future__ import annotations
@@ -65,24 +61,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--workers", type=int, default=Config.workers, help=f"worker tasks (default {Config.workers})")
     parser.add_argument("--no-trace", action="store_true", help="run without tracemalloc: operations/s at full speed, no memory figures")
-    parser.add_argument("--expose", action="store_true", help="also run the paths the harness avoids (issue 19 findings)")
     args = parser.parse_args()
     config = Config(operations=args.operations, seed=args.seed, workers=args.workers)
-    if args.expose:
-        config = Config(
-            operations=args.operations,
-            seed=args.seed,
-            workers=args.workers,
-            closes_during_removal=True,
-            opens_during_removal=True,
-            open_latency=0.05,
-        )
     print(f"python {sys.version.split()[0]}, anyio {version('anyio')}, trio {version('trio')}, airp {airp.__version__}")
     print(
         f"fault harness: {config.operations:,} operations, seed {config.seed}, {config.workers} workers,"
         f" force_pending={config.force_pending}, low_resources={config.low_resources},"
-        f" timeout={config.timeout}, tracemalloc {'off' if args.no_trace else 'on'}"
-        + (", exposing the avoided paths" if args.expose else "")
+        f" timeout={config.timeout}, open_latency={config.open_latency}, tracemalloc {'off' if args.no_trace else 'on'}"
     )
     failed = False
     started = time.perf_counter()

@@ -19,15 +19,17 @@ simulation (a fraction of the Prober's allocations fail), both seeded.
 **The operations.**  A few worker tasks draw operations from one seeded generator until the run
 has made its count: reads, writes, and device controls of four kinds (answered by the toaster, by
 the bus PDO below it, by the Prober with its own IRP, and one nobody knows); opening and closing
-handles; plugging a toaster in and pulling one out (``io.invalidate_device_relations``: a surprise
-removal, followed by REMOVE_DEVICE at the last close); enumerating again; letting virtual time
-pass.  A request drawn when no handle is open opens one instead, and an open drawn when no
-toaster is plugged in plugs one in.  A request is sent with the ``*_overlapped`` calls and then
-awaited, a third of the time under ``anyio.move_on_after`` with a random timeout, which cancels
-it.  One open in twenty is made already cancelled (nothing is sent); with ``Config.open_latency``
-the Prober's CREATE takes time and opens under a timeout are cancelled in its dispatch routine.
-Closing a handle cancels what is still in flight on it, and a worker whose request finds the
-device gone closes its handle half of the time, as an application would.
+handles; plugging a toaster in (enumerated at once half of the time, else by a later enumeration)
+and pulling one out (``io.invalidate_device_relations``: a surprise removal, followed by
+REMOVE_DEVICE at the last close); enumerating again; letting virtual time pass.  A request drawn
+when no handle is open opens one instead, and an open drawn when no toaster is plugged in plugs
+one in.  A request is sent with the ``*_overlapped`` calls and then awaited, a third of the time
+under ``anyio.move_on_after`` with a random timeout, which cancels it.  One open in twenty is made
+already cancelled (nothing is sent); the Prober's CREATE takes ``Config.open_latency`` of virtual
+time, so opens under a timeout are cancelled in its dispatch routine.  Closing a handle cancels
+what is still in flight on it, and a worker whose request finds the device gone closes its handle
+half of the time, as an application would.  Nothing is serialised by the harness: enumerations,
+plug-ins, opens and closes run whenever a worker draws them, also during a surprise removal.
 
 The send itself is never under a timeout: that way the harness holds the :class:`airp.Overlapped`
 of every request that was sent, and counts its completions with a done callback.  (None of these
@@ -51,9 +53,12 @@ would cancel nothing more than one passing while the request is awaited.)
   CLOSE for every CREATE that succeeded, and ``verifier.check()`` passes (no violation, no error
   in a completion it deferred).
 
-The harness keeps out of the way of paths airp or its example drivers get wrong today, each a
-finding reported with issue 19: see :class:`Config` (``open_latency``, ``closes_during_removal``,
-``opens_during_removal``), :meth:`_Run.enumerate` and :meth:`_Run.plug`.
+The harness's first version kept out of five paths airp or its example drivers got wrong, each
+a finding reported with issue 19 and since fixed: two enumerations of one bus at once (they built
+a child's stack twice), a failed or cancelled open (its file object was kept for good), an open
+in progress during a surprise removal (REMOVE_DEVICE overtook its CREATE), closing the last handle
+during a surprise removal (REMOVE_DEVICE overtook SURPRISE_REMOVAL), and a toaster pulled out
+before any enumeration saw it (toaster-bus never deleted its PDO).  It runs all of them now.
 
 Everything is drawn from ``random.Random(seed)`` and both clocks are virtual, so a run on asyncio
 repeats exactly (checked for 20,000 operations, with and without tracemalloc).  trio
@@ -74,7 +79,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
-from airp_drivers.bus import IOCTL_BUS_GET_SERIAL, ToasterBus
+from airp_drivers.bus import IOCTL_BUS_GET_SERIAL, ChildPdo, ToasterBus
 from airp_drivers.filters import AuditFilter, PassThroughFilter
 from airp_drivers.toaster import IOCTL_TOASTER_GET_SIZE, Toaster
 
@@ -116,16 +121,19 @@ LATENCY: Final = 1.0
 
 #: What the memory check allows to grow between two marks, besides the failure records below: a
 #: bound that does not grow with the run.  Measured from 50% to 100% of 2,000-operation runs (seeds
-#: 0 to 6 and 19, each in a fresh process): at most 11 KiB on asyncio and 4 KiB on trio, records
-#: included.  On asyncio most of it is 55-byte blocks CPython allocates in the task step under
-#: airp's loop and keeps across runs; they level off (about 460 blocks, 25 KiB, after 40,000
-#: operations), and no GC-tracked object other than the records grows.  Over the second half of a
-#: 2,000-operation run (about 700 requests), 16 KiB is 23 bytes per request: anything kept per
+#: 0 to 6 and 19, each in a fresh process), the failure records taken out: at most 7.9 KiB on
+#: asyncio and 2.6 KiB on trio; of 200,000-operation runs (where the failure log is full at both
+#: marks, so nothing of it grows; seed 0): +0.0 KiB on asyncio and +4.6 KiB on trio.  On asyncio most of
+#: it is 55-byte blocks CPython allocates in the task step under airp's loop and keeps across
+#: runs; they level off (about 460 blocks, 25 KiB, after 40,000 operations).  No device, frame or
+#: exception is alive at rest beyond the bus's two devices.  Over the second half of a
+#: 2,000-operation run (about 640 requests), 16 KiB is 25 bytes per request: anything kept per
 #: request (the smallest Python object is 32 bytes, an IRP about 1 KiB) goes beyond it.
 MEMORY_SLACK: Final = 16 * 1024
-#: Bytes allowed per failed allocation: :class:`airp.LowResourcesSimulation` keeps a
-#: :class:`airp.SimulatedFailure` for each (``failures``), by design; about 190 bytes each with its
-#: counter and its call-site string, measured.
+#: Bytes allowed per failure record kept: :class:`airp.LowResourcesSimulation` keeps a
+#: :class:`airp.SimulatedFailure` for each of its last ``KEPT_FAILURES`` (1,000) failed allocations
+#: (``failures``); about 190 bytes each with its counter and its call-site string, measured.  Once
+#: the log is full it no longer grows, and neither does this part of the allowance.
 FAILURE_RECORD: Final = 256
 
 
@@ -158,7 +166,7 @@ class Prober(airp.Driver):
     goes down (a requester that gives up meanwhile cancels the routine: airp completes the CREATE
     with STATUS_CANCELLED).  Everything else passes down untouched.
 
-    :ivar open_latency: seconds a CREATE waits (0, the default: it does not wait).
+    :ivar open_latency: seconds a CREATE waits (0 until the run sets it: it does not wait).
     :ivar allocator: its IRPs' allocator (``owner=self``).
     :ivar open_files: file object -> CREATEs seen to succeed minus CLOSEs seen.
     :ivar probes: own IRPs sent.
@@ -350,19 +358,8 @@ class Config:
         and its memory taken (the last should be 1.0).
     :param prober: the Prober driver class (a test gives a faulty one to see the harness catch it).
     :param open_latency: virtual seconds the Prober's CREATE waits before it goes down, so that
-        an open's timeout can cancel it in the dispatch routine.  ``0`` (the default) until two
-        findings of this harness are fixed (issue 19): an open whose CREATE fails or is cancelled
-        leaves its file object in the I/O manager for good (memory grows with every one), and a
-        CREATE still in a dispatch routine does not hold off REMOVE_DEVICE (see
-        *opens_during_removal*).
-    :param closes_during_removal: let a handle's close run while an enumeration is surprise-
-        removing a toaster.  Closing the last handle while SURPRISE_REMOVAL is still going down
-        sends REMOVE_DEVICE under it (issue 19, item 3: bug check 0xC9/0x04 or IrpStateError);
-        ``False`` (until that is fixed) makes closes wait for the enumeration in progress.
-    :param opens_during_removal: let an open run while an enumeration is surprise-removing a
-        toaster.  A CREATE still in a dispatch routine does not hold off REMOVE_DEVICE, which
-        detaches and deletes the stack under it (a finding of this harness, issue 19); ``False``
-        makes opens wait for the enumeration in progress.
+        an open's timeout can cancel it in the dispatch routine and a surprise removal can come
+        while an open is in progress (``0``: the CREATE does not wait).
     """
 
     operations: int = 2000
@@ -374,9 +371,7 @@ class Config:
     max_toasters: int = 3
     marks: tuple[float, ...] = (0.1, 0.5, 1.0)
     prober: type[Prober] = Prober
-    open_latency: float = 0.0
-    closes_during_removal: bool = False
-    opens_during_removal: bool = False
+    open_latency: float = 0.05
 
 
 @dataclass
@@ -387,8 +382,10 @@ class Mark:
     operations: int
     #: Traced memory after ``gc.collect()`` (``None`` if tracemalloc is not tracing).
     memory: int | None
-    #: Failed allocations so far (each keeps a record: see :data:`FAILURE_RECORD`).
+    #: Failed allocations so far.
     allocation_failures: int
+    #: The failure records the simulation keeps (its last ``KEPT_FAILURES``: see :data:`FAILURE_RECORD`).
+    failure_records: int
     #: Seconds of real time since the run began.
     elapsed: float
 
@@ -419,6 +416,8 @@ class Report:
     allocator_outstanding: int = 0
     files_left_open: int = 0
     verifier_statistics: airp.VerifierStatistics | None = None
+    #: Allocations the low-resources simulation failed (its ``failure_count``).
+    allocation_failures: int = 0
     #: Seconds of real time, and virtual time at the end.
     elapsed: float = 0.0
     virtual_time: float = 0.0
@@ -448,10 +447,14 @@ class Report:
         return b.memory - a.memory
 
     def memory_allowance(self, first: float = 0.5, last: float = 1.0) -> int:
-        """What may grow between the marks: :data:`MEMORY_SLACK` plus the failure records."""
+        """What may grow between the marks: :data:`MEMORY_SLACK` plus the failure records kept meanwhile.
+
+        Records the simulation dropped (past its ``KEPT_FAILURES``) are not allowed for: over a
+        long run the allowance is :data:`MEMORY_SLACK` alone.
+        """
         a, b = self._mark(first), self._mark(last)
-        failures = 0 if a is None or b is None else b.allocation_failures - a.allocation_failures
-        return MEMORY_SLACK + FAILURE_RECORD * failures
+        records = 0 if a is None or b is None else b.failure_records - a.failure_records
+        return MEMORY_SLACK + FAILURE_RECORD * records
 
     def lines(self) -> list[str]:
         """A printable summary."""
@@ -468,7 +471,7 @@ class Report:
         if stats is not None:
             out.append(
                 f"  verifier: {stats.irps_watched:,} IRPs watched, {stats.forced_pendings:,} calls forced pending,"
-                f" {stats.allocation_failures:,} of {stats.allocation_attempts:,} allocations failed,"
+                f" {self.allocation_failures:,} of {stats.allocation_attempts:,} allocations failed,"
                 f" {sum(stats.violations.values())} violations"
             )
         out.append(
@@ -480,7 +483,7 @@ class Report:
             memory = "not traced" if mark.memory is None else f"{mark.memory / 1024:,.1f} KiB"
             out.append(
                 f"  memory at {mark.fraction:.0%} ({mark.operations:,} operations, {mark.elapsed:.1f} s):"
-                f" {memory} ({mark.allocation_failures:,} failure records)"
+                f" {memory} ({mark.allocation_failures:,} allocations failed, {mark.failure_records:,} records kept)"
             )
         growth = self.memory_growth()
         if growth is not None:
@@ -535,13 +538,12 @@ class _Run:
             upper_filters=[io.load_driver(AuditFilter), self.prober],
         )
         self.bus_node: airp.DeviceNode | None = None
-        # Enumerations go one at a time, and closes and opens wait for the one in progress
-        # unless the Config says otherwise: see Config and enumerate().
-        self.pnp_lock = anyio.Lock()
         self.serials = 0
         self.handles: list[tuple[airp.FileHandle, airp.DeviceNode]] = []
         self.in_flight: dict[int, _Sent] = {}
         self.done_ops = 0
+        # Enumerations in progress (to count the paths taken: one during another, a close during one).
+        self.enumerating = 0
         self.names = list(OPERATIONS)
         self.weights = list(OPERATIONS.values())
 
@@ -558,34 +560,42 @@ class _Run:
         return [pdo.extension.serial for pdo in self.bus.children()]
 
     async def enumerate(self) -> None:
-        """``io.invalidate_device_relations`` on the bus, one at a time.
+        """``io.invalidate_device_relations`` on the bus, from any worker at any time.
 
-        Two enumerations of one bus at once can build a child's stack twice (one surprise-
-        removes a child while the other reports a new one: both build it): a finding of this
-        harness, reported with issue 19.  The PnP manager should queue them, as Windows does.
+        Two at once are queued by the PnP manager (one enumeration of a node at a time), which
+        used to build a child's stack twice (issue 19, a finding of this harness).
         """
         assert self.bus_node is not None
-        async with self.pnp_lock:
+        if self.enumerating:
+            self.report.outcomes["enumerated during another"] += 1
+        self.enumerating += 1
+        try:
             await self.io.invalidate_device_relations(self.bus_node)
+        finally:
+            self.enumerating -= 1
 
-    async def plug(self) -> None:
+    async def plug(self, *, enumerate_now: bool | None = None) -> None:
+        """Plug a toaster in; enumerate the bus at once if *enumerate_now* (``None``: half of the time).
+
+        A toaster left to a later enumeration may be pulled out before any enumeration saw it
+        (toaster-bus then deletes its PDO at once: it used to keep it, issue 19).
+        """
         if len(self.present()) >= self.config.max_toasters:
             self.report.outcomes["plug: bus full"] += 1
             return
+        if enumerate_now is None:
+            enumerate_now = self.rng.random() < 0.5
         self.serials += 1
         serial = f"S-{self.serials}"
-        assert self.bus_node is not None
-        # Plugged in and enumerated in one step: a toaster pulled out again before any enumeration
-        # saw it is never deleted (toaster-bus deletes a child's PDO at its REMOVE_DEVICE, and a
-        # PDO never reported gets none), which would grow memory with the run: a finding of this
-        # harness in drivers/airp_drivers/bus.py, reported with issue 19.
-        async with self.pnp_lock:
-            self.bus.plug_in(serial)
-            await self.io.invalidate_device_relations(self.bus_node)
+        self.bus.plug_in(serial)
         self.report.outcomes["plugged in"] += 1
+        if enumerate_now:
+            await self.enumerate()
 
     async def unplug(self, serial: str) -> None:
-        self.bus.unplug(serial)
+        pdo = self.bus.unplug(serial)
+        if not pdo.extension.reported:
+            self.report.outcomes["pulled out before any enumeration"] += 1
         await self.enumerate()
         self.report.outcomes["pulled out"] += 1
 
@@ -685,16 +695,13 @@ class _Run:
         name = node.name
         assert name is not None
         timeout = None
-        if self.prober.open_latency:
-            if rng.random() < self.config.timeout:
-                timeout = rng.uniform(0.0, 2 * self.prober.open_latency)
-        elif rng.random() < 0.05:
+        draw = rng.random()
+        if draw < 0.05:
             timeout = 0.0  # the opener is cancelled already: nothing is sent
-        if self.config.opens_during_removal:
-            await self._open(node, name, give_up_after=timeout)
-        else:
-            async with self.pnp_lock:
-                await self._open(node, name, give_up_after=timeout)
+        elif self.prober.open_latency and draw < 0.05 + self.config.timeout:
+            # Half of these run out while the Prober's CREATE waits: cancelled in its routine.
+            timeout = rng.uniform(0.0, 2 * self.prober.open_latency)
+        await self._open(node, name, give_up_after=timeout)
 
     async def _open(self, node: airp.DeviceNode, name: str, *, give_up_after: float | None) -> None:
         before = node.state
@@ -703,11 +710,15 @@ class _Run:
             with anyio.move_on_after(give_up_after if give_up_after is not None else float("inf")) as scope:
                 handle = await self.io.open(name)
         except NtStatusError as refused:
+            if node.state is not before:
+                self.report.outcomes[f"open: {before.name} -> {node.state.name} meanwhile"] += 1
             self.report.outcomes[f"open refused: {refused.status.name}"] += 1
             allowed = OPEN_REFUSALS.get(before, frozenset()) | OPEN_REFUSALS.get(node.state, frozenset())
             if refused.status not in allowed:
                 self.error(f"open of {name} in {before.name} (now {node.state.name}) refused with {refused.status.name}")
             return
+        if node.state is not before:
+            self.report.outcomes[f"open: {before.name} -> {node.state.name} meanwhile"] += 1
         if scope.cancelled_caught:
             self.report.outcomes["open: timed out"] += 1
             return
@@ -723,15 +734,13 @@ class _Run:
             return
         if index is None:
             index = self.rng.randrange(len(self.handles))
-        handle, _node = self.handles.pop(index)
+        handle, node = self.handles.pop(index)
         for sent in self.in_flight.values():
             if sent.handle is handle:
                 sent.closing = True  # the close cancels what is still in flight on it
-        if self.config.closes_during_removal:
-            await handle.close()
-        else:
-            async with self.pnp_lock:
-                await handle.close()
+        if node.state is PnpState.SURPRISE_REMOVED and not node.removed and self.enumerating:
+            self.report.outcomes["closed during a surprise removal"] += 1
+        await handle.close()
         self.report.outcomes["closed"] += 1
         for sent in self.in_flight.values():
             if sent.handle is handle:
@@ -768,7 +777,7 @@ class _Run:
     async def segment(self, until: int) -> None:
         """Plug two toasters in and run the workers until *until* operations have been made."""
         for _ in range(2):
-            await self.plug()
+            await self.plug(enumerate_now=True)
         async with anyio.create_task_group() as tg:
             for _ in range(self.config.workers):
                 tg.start_soon(self.worker, until)
@@ -804,11 +813,11 @@ class _Run:
         left = self.toaster_nodes()
         if left:
             self.error(f"at rest, toaster nodes not removed: {left!r}")
-        # The idle IRPs of the Prober's lookaside list still point at the devices they last went
-        # through (free_irp resets a location only when the IRP is reused), which keeps a few
-        # removed stacks alive: a bounded amount, but a different one at each mark.  Emptied
-        # here so that the marks compare like with like.
-        self.prober.allocator.trim()
+        pdos = [device for device in self.bus.devices if isinstance(device.extension, ChildPdo)]
+        if pdos:
+            self.error(f"at rest, toaster-bus still has child PDOs: {pdos!r}")
+        # (The idle IRPs of the Prober's lookaside list are left as they are: freed to the list,
+        # an IRP keeps no device alive, so they weigh the same at every mark.)
 
 
 async def run(config: Config, backend: str = "") -> Report:
@@ -837,7 +846,16 @@ async def run(config: Config, backend: str = "") -> Report:
             if tracemalloc.is_tracing():
                 gc.collect()
                 memory = tracemalloc.get_traced_memory()[0]
-            report.marks.append(Mark(fraction, harness.done_ops, memory, len(simulation.failures), time.perf_counter() - started))
+            report.marks.append(
+                Mark(
+                    fraction,
+                    harness.done_ops,
+                    memory,
+                    simulation.failure_count,
+                    len(simulation.failures),
+                    time.perf_counter() - started,
+                )
+            )
     report.operations = harness.done_ops
     report.elapsed = time.perf_counter() - started
     report.virtual_time = anyio.current_time()
@@ -845,6 +863,7 @@ async def run(config: Config, backend: str = "") -> Report:
     report.verifier_outstanding = len(verifier.outstanding())
     report.allocator_outstanding = harness.prober.allocator.statistics().outstanding
     report.files_left_open = sum(harness.prober.open_files.values())
+    report.allocation_failures = simulation.failure_count
     report.verifier_statistics = verifier.statistics()
     try:
         verifier.check()
