@@ -1626,7 +1626,7 @@ class Verifier:
             deferrals_armed=self._armed,
             outstanding=len(self.outstanding()),
             allocation_attempts=simulation.attempts if simulation is not None else 0,
-            allocation_failures=len(simulation.failures) if simulation is not None else 0,
+            allocation_failures=simulation.failure_count if simulation is not None else 0,
             irps_tracked=len(self._states),
             fake_irps_sent=self._fakes_sent,
         )
