@@ -93,6 +93,10 @@ class _Request:
 _sending: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("airp_simulate_sending", default=None)
 
 
+#: NtStatus -> its name, filled as statuses are seen.
+_STATUS_NAMES: dict[int, str] = {}
+
+
 class SimulationRecorder:
     """Monitor hooks that time requests, layers and queues (``IoManager(monitor=...)``).
 
@@ -123,9 +127,14 @@ class SimulationRecorder:
         self.first_sent: float | None = None
         self.last_completed: float | None = None
 
+    def _label(self, device: DeviceObject) -> str:
+        # repr only for a device without a label: a device's repr walks its stack.
+        label = self.labels.get(device)
+        return label if label is not None else repr(device)
+
     def queue_label(self, device: DeviceObject, queue: str | None) -> str:
         """The report's name for *queue* of *device*."""
-        return f"{self.labels.get(device, repr(device))} / {queue or 'StartIo'}"
+        return f"{self._label(device)} / {queue or 'StartIo'}"
 
     async def send(self, call: Callable[[], Awaitable[Overlapped[Any]]], major: str, measured: bool) -> Overlapped[Any] | None:
         """Send one request: *call* is the handle's ``*_overlapped`` call.
@@ -248,12 +257,18 @@ class SimulationRecorder:
         self.last_completed = now
         for key in request.queued:  # cancelled while it waited: it left the queue
             self.depth[key] -= 1
-        status = NtStatus(irp.status)
-        self.statuses[status.name] += 1
+        status = irp.status
+        if type(status) is not NtStatus:
+            status = NtStatus(status)
+        # Status names looked up once each: the enum's name is a Python-level property.
+        name = _STATUS_NAMES.get(status)
+        if name is None:
+            name = _STATUS_NAMES[status] = status.name
+        self.statuses[name] += 1
         if request.measured:
             self.latencies[request.major].append((self.done, now - request.sent))
             for device, dispatched, passed in request.layers:
-                self.layer_times[self.labels.get(device, repr(device))].append((now if passed is None else passed) - dispatched)
+                self.layer_times[self._label(device)].append((now if passed is None else passed) - dispatched)
         if self.on_done is not None:
             self.on_done(status)
 
