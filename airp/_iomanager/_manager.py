@@ -1016,8 +1016,17 @@ class FileHandle:
                     errors.append(error)
         finally:
             file_object.closed = True
-            if not self.io.outstanding_requests(file_object):
+            left = self.io.outstanding_requests(file_object)
+            if not left:
                 self.io._files.pop(file_object, None)
+            else:
+                # Requests disowned past the cancel-wait limit may still complete: the file object
+                # is forgotten when the last of them does, not kept (with its stack) for good.
+                io = self.io
+                for irp in left:
+                    request = getattr(irp._final_stage, "__self__", None)
+                    if isinstance(request, Overlapped):
+                        request.add_done_callback(lambda _request: io._forget_file(file_object))
             node, self._node = self._node, None
         if node is not None:
             # The last handle of a surprise-removed device lets IRP_MN_REMOVE_DEVICE go (8.2).
