@@ -7,30 +7,12 @@ from __future__ import annotations
 import weakref
 
 import pytest
+from _cancel_drivers import Deaf
 
 import airp
-from airp import STATUS_PENDING, STATUS_SUCCESS, DeviceObject, Irp, IrpMajor, complete_request
+from airp import STATUS_SUCCESS, complete_request
 
 pytestmark = pytest.mark.anyio
-
-
-class Deaf(airp.Driver):
-    """Pends every READ with no cancel routine and keeps it."""
-
-    def __init__(self) -> None:
-        super().__init__("deaf")
-        self.held: list[Irp] = []
-
-    @airp.dispatch(IrpMajor.CREATE, IrpMajor.CLOSE, IrpMajor.CLEANUP)
-    async def open_close(self, device: DeviceObject, irp: Irp) -> int:
-        complete_request(irp, STATUS_SUCCESS, 0)
-        return STATUS_SUCCESS
-
-    @airp.dispatch(IrpMajor.READ)
-    async def read(self, device: DeviceObject, irp: Irp) -> int:
-        irp.mark_pending()
-        self.held.append(irp)
-        return STATUS_PENDING
 
 
 async def test_a_closed_file_is_forgotten_when_its_disowned_request_completes() -> None:
