@@ -1,4 +1,4 @@
-"""The fault harness, long (issue 19): a seeded random run of I/O and Plug and Play on both backends.
+"""The fault harness, long: a seeded random run of I/O and Plug and Play on both backends.
 
 The harness is ``tests/_fault_harness.py``, which ``tests/test_fault_harness.py`` runs 2,000
 operations long in the suite.  This script runs it longer (200,000 operations by default) on each

@@ -1,6 +1,6 @@
 """An M/M/1 disk on virtual time: SimPy, plain anyio and airp on the same pre-drawn times, in CPU time.
 
-The model users build to study an I/O pipeline (issues 11 and 18): requests arrive by a Poisson
+The model users build to study an I/O pipeline: requests arrive by a Poisson
 process at rate 0.8, one server (a StartIo lane) serves them in order with exponential service
 times at rate 1.0.  The same pre-drawn inter-arrival and service times drive every contender:
 
@@ -26,7 +26,7 @@ outside the timing), so a busy machine slows all of them alike; the figure is th
 rounds per contender (the min-max is printed next to it), and the ratio to SimPy is the ratio of
 the medians.  An untimed warm-up round on the first 500 requests comes first.  Every run's times
 in system, warm-up included, are checked against SimPy's to the last bit: the script exits non-zero
-naming the contender if any differ.  It prints µs per request, the ratio, each goal of issue 18
+naming the contender if any differ.  It prints µs per request, the ratio, each goal
 with MET or MISSED, and the mean time in system against the theory (1 / (mu - lambda) = 5.0).
 ``--contenders a,b,...`` runs a subset (SimPy always runs: it is the reference).
 
@@ -353,7 +353,7 @@ CONTENDERS: dict[str, Runner] = {
     "airp-delay/trio": on_clock(with_airp_delay, "trio"),
 }
 
-#: Issue 18's goals: the ratio to SimPy (of the medians of CPU time per request) not to exceed.
+#: The goals: the ratio to SimPy (of the medians of CPU time per request) not to exceed.
 GOALS = {
     "airp-delay/asyncio": 1.5,
     "airp-delay/trio": 2.5,

@@ -1,4 +1,4 @@
-"""What ``airp simulate`` costs over the M/M/1 model a user writes by hand (issues 13 and 18).
+"""What ``airp simulate`` costs over the M/M/1 model a user writes by hand.
 
 The same M/M/1 disk (one StartIo lane, Poisson arrivals at 0.8, exponential service at 1.0) is run
 three ways on each virtual clock, in interleaved rounds, in one process:

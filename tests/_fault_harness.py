@@ -1,4 +1,4 @@
-"""The fault harness (issue 19): a seeded random run of I/O and Plug and Play over a PnP stack.
+"""The fault harness: a seeded random run of I/O and Plug and Play over a PnP stack.
 
 Shared by ``tests/test_fault_harness.py`` (short runs on both backends) and
 ``benchmarks/bench_fault_harness.py`` (a long run, with figures).
@@ -54,7 +54,7 @@ would cancel nothing more than one passing while the request is awaited.)
   in a completion it deferred).
 
 The harness's first version kept out of five paths airp or its example drivers got wrong, each
-a finding reported with issue 19 and since fixed: two enumerations of one bus at once (they built
+since fixed: two enumerations of one bus at once (they built
 a child's stack twice), a failed or cancelled open (its file object was kept for good), an open
 in progress during a surprise removal (REMOVE_DEVICE overtook its CREATE), closing the last handle
 during a surprise removal (REMOVE_DEVICE overtook SURPRISE_REMOVAL), and a toaster pulled out
@@ -563,7 +563,7 @@ class _Run:
         """``io.invalidate_device_relations`` on the bus, from any worker at any time.
 
         Two at once are queued by the PnP manager (one enumeration of a node at a time), which
-        used to build a child's stack twice (issue 19, a finding of this harness).
+        used to build a child's stack twice.
         """
         assert self.bus_node is not None
         if self.enumerating:
@@ -578,7 +578,7 @@ class _Run:
         """Plug a toaster in; enumerate the bus at once if *enumerate_now* (``None``: half of the time).
 
         A toaster left to a later enumeration may be pulled out before any enumeration saw it
-        (toaster-bus then deletes its PDO at once: it used to keep it, issue 19).
+        (toaster-bus then deletes its PDO at once: it used to keep it).
         """
         if len(self.present()) >= self.config.max_toasters:
             self.report.outcomes["plug: bus full"] += 1

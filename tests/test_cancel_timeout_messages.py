@@ -1,4 +1,4 @@
-"""Issue 19 item 11: a cancelled IRP nobody completed is reported with what happened to the cancel.
+"""A cancelled IRP nobody completed is reported with what happened to the cancel.
 
 "whose driver ignores cancellation" was said of every driver, also of one whose cancel routine ran
 and did not complete the IRP.  The report now tells apart: no cancel routine was armed (the driver

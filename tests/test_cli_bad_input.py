@@ -1,4 +1,4 @@
-"""Issue 19, item 20: bad input to the ``airp`` command line exits 2 with one clear line.
+"""Bad input to the ``airp`` command line exits 2 with one clear line.
 
 Each of these used to end in a traceback with exit 1, which ``docs/simulate.md`` reserves for
 "a request was lost".  Each test goes through the command line's entry point (``main``, as

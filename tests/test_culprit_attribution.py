@@ -1,4 +1,4 @@
-"""Issue 19 item 10: 0x23D and 0x226 name the driver whose dispatch routine returned the wrong status.
+"""0x23D and 0x226 name the driver whose dispatch routine returned the wrong status.
 
 The drivers above a lower driver return whatever it returned, so the I/O manager, which checks the
 status the *top* driver returned, used to blame the top driver.  With the Verifier (or tracing)

@@ -1,4 +1,4 @@
-"""What a deadlock on virtual time reports (issue 18): the structured fields and the message.
+"""What a deadlock on virtual time reports: the structured fields and the message.
 
 When a run deadlocks, :class:`airp.testing.VirtualTimeDeadlock` is assembled from what holds: the
 run's I/O managers (requests outstanding, PnP IRPs in flight), the devices' task groups (IRPs in

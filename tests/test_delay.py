@@ -1,4 +1,4 @@
-"""``airp.delay``: the sleep the run's clock owns (issue 18).
+"""``airp.delay``: the sleep the run's clock owns.
 
 It wakes at exactly now + seconds of virtual time, ``0`` is a checkpoint, bad input is refused
 with a message naming ``delay``, a cancellation ends it at once and leaves nothing in the clock,

@@ -1,4 +1,4 @@
-"""Issue 19 item 13 (first half): an unnamed device's repr says which stack it is in.
+"""An unnamed device's repr says which stack it is in.
 
 ``UnloadRefused`` listed ``<DeviceObject trial-widget device>`` twice for a driver with a device in
 each of two stacks.  An unnamed device is now named by the bottom of its stack (its PDO) and how far

@@ -1,4 +1,4 @@
-"""The fault harness in the suite (issue 19, "How to show it"): a short seeded run on both backends.
+"""The fault harness in the suite: a short seeded run on both backends.
 
 ``tests/_fault_harness.py`` drives a toaster bus and 5-deep toaster stacks (bus PDO, lower filter,
 function driver, two upper filters, one of which allocates IRPs) under the Verifier with forced
@@ -61,7 +61,7 @@ async def test_a_seeded_run_loses_nothing_and_stays_flat(anyio_backend: tuple[st
         assert report.statuses[NtStatus(status).name] > 0, summary(report)
     for outcome in ("opened", "closed", "plugged in", "pulled out", "request: timed out"):
         assert report.outcomes[outcome] > 0, summary(report)
-    # ... and the paths its first version kept out of, each a finding of issue 19 since fixed:
+    # ... and the paths its first version kept out of, each a finding since fixed:
     # enumerations at once, closes during a surprise removal, opens given up in their CREATE
     # routine.  (Opens overtaken by a surprise removal and toasters pulled out before any
     # enumeration happen too, a few times a run, not in every trio interleaving; their own tests

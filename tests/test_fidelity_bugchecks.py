@@ -1,4 +1,4 @@
-"""Issue 10, items 1, 2, 3, 6 and 16: the right culprit and the right code for IRP misuse.
+"""The right culprit and the right code for IRP misuse.
 
 Each test is written from the side of the people involved: a driver author whose driver breaks a
 rule, and a requester (or test) that sees what comes out (reference 3, 4, 5.4, 5.8, 10.3).
@@ -85,7 +85,7 @@ async def open_stack(bottom: Bottom, upper: Filter) -> tuple[airp.FileHandle, De
     return await io.open("disk"), top
 
 
-# -- item 1: a completion routine that drops the pending mark is 0xC9 / 0x228 ------------------------
+# -- a completion routine that drops the pending mark is 0xC9 / 0x228 ------------------------
 
 
 @pytest.mark.anyio
@@ -146,7 +146,7 @@ async def test_a_dispatch_that_never_marked_is_still_0x23d_against_its_own_drive
     assert info.value.verifier_code is VerifierCode.PENDING_NOT_MARKED
 
 
-# -- item 2: preparing a location that does not exist is bug check 0x35 ------------------------------
+# -- preparing a location that does not exist is bug check 0x35 ------------------------------
 
 
 class Middle(airp.Driver):
@@ -243,7 +243,7 @@ async def test_call_driver_from_the_last_location_names_the_sender() -> None:
     assert repr(sender) in str(info.value)
 
 
-# -- item 3: BugCheck.verifier_code ------------------------------------------------------------------
+# -- BugCheck.verifier_code ------------------------------------------------------------------
 
 
 def test_verifier_code_is_typed_for_0xc9_and_none_for_the_others() -> None:
@@ -272,7 +272,7 @@ def test_an_unknown_verifier_code_is_kept_as_an_int() -> None:
     assert BugCheck(0xC4, "a DDI rule", parameters=(0x0004100F, 0, 0, 0)).verifier_code == 0x0004100F
 
 
-# -- item 6: the 5.8 message names the routine and its result on every path --------------------------
+# -- the 5.8 message names the routine and its result on every path --------------------------
 
 
 @pytest.mark.anyio
@@ -315,7 +315,7 @@ async def test_the_5_8_message_names_a_routine_that_took_the_irp_back_and_comple
         complete_request(irp)
 
 
-# -- item 16, as issue 19 item 6 revised it: the bug check goes to the completer, the request keeps its result
+# -- the bug check goes to the completer, the request keeps its result
 
 
 class Serial(airp.Driver):

@@ -1,4 +1,4 @@
-"""Issue 19 item 5: the first bug check is the one the caller sees; a follow-on is chained to it.
+"""The first bug check is the one the caller sees; a follow-on is chained to it.
 
 A routine that raises has the IRP it held completed by airp with STATUS_INTERNAL_ERROR.  When that
 IRP is a driver's own and its creator kept no routine returning STATUS_MORE_PROCESSING_REQUIRED,

@@ -1,4 +1,4 @@
-"""The first error wins in queues too (issue 19 item 5): a StartIo routine, a KMDF queue handler or
+"""The first error wins in queues too: a StartIo routine, a KMDF queue handler or
 a cancel-safe queue callback that raises while it holds a driver's own IRP has that IRP completed
 with STATUS_INTERNAL_ERROR; the IRP's final stage then raises 0x2A (its creator kept no routine
 returning STATUS_MORE_PROCESSING_REQUIRED), and that follow-on is chained to the routine's error,

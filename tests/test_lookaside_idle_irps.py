@@ -1,4 +1,4 @@
-"""Issue 19, from the fault harness: an IRP idle on a lookaside list keeps nothing else alive.
+"""An IRP idle on a lookaside list keeps nothing else alive.
 
 ``free_irp`` puts a lookaside-sized IRP back on its allocator's list, where it waits until it is
 handed out again, which may be never.  It used to wait with its stack locations as they were: the

@@ -1,4 +1,4 @@
-"""Issue 19, from the fault harness: the low-resources simulation's failure log is bounded.
+"""The low-resources simulation's failure log is bounded.
 
 ``LowResourcesSimulation`` kept a :class:`airp.SimulatedFailure` for every allocation it failed,
 about 190 bytes each, for as long as the simulation lived: over a long verifier run (the fault

@@ -1,4 +1,4 @@
-"""Issue 19, fault-harness finding 3: an open in progress holds its device node, as a handle does.
+"""An open in progress holds its device node, as a handle does.
 
 After a surprise removal, IRP_MN_REMOVE_DEVICE goes down once no handle is open, and an open used
 to count as a handle only once its IRP_MJ_CREATE had completed.  A CREATE still in a dispatch

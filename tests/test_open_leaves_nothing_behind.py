@@ -1,4 +1,4 @@
-"""Issue 19, fault-harness finding 2: an open that fails or is cancelled leaves nothing behind.
+"""An open that fails or is cancelled leaves nothing behind.
 
 The CREATE of an open is a request like any other, and the I/O manager kept the file object of
 every request it sent until a handle's close forgot it.  An open whose CREATE failed (the driver

@@ -1,4 +1,4 @@
-"""Issue 19, fault-harness finding 1: one enumeration of a bus at a time.
+"""One enumeration of a bus at a time.
 
 Two tasks calling ``io.invalidate_device_relations(bus_node)`` at once (two
 ``IoInvalidateDeviceRelations``) used to run two enumerations side by side.  The first surprise-

@@ -1,4 +1,4 @@
-"""Issue 19 item 4: a routine that raises on a PnP-started device is that device's failure alone.
+"""A routine that raises on a PnP-started device is that device's failure alone.
 
 The PnP manager runs a started device's queues (``run_device``) in the I/O manager's task group.
 A queue handler that raises has its IRP completed with STATUS_INTERNAL_ERROR; the failure must not

@@ -1,4 +1,4 @@
-"""Issue 19 item 3: the PnP requests of one device node go down its stack one at a time.
+"""The PnP requests of one device node go down its stack one at a time.
 
 Closing the last handle of a surprise-removed device lets IRP_MN_REMOVE_DEVICE go; if
 IRP_MN_SURPRISE_REMOVAL is still on its way down (a driver takes device time to fail what it

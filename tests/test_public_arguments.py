@@ -1,4 +1,4 @@
-"""Issue 19, item 19: a bad argument to the public API is refused where it is given, clearly.
+"""A bad argument to the public API is refused where it is given, clearly.
 
 A property over the public callables.  Every function that ``airp`` exports, the constructor of
 every class a user builds, and the public methods a user calls on them are called with one

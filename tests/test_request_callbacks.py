@@ -1,4 +1,4 @@
-"""Completion callbacks on requests (issue 18): ``Overlapped.add_done_callback`` / ``remove_done_callback``.
+"""Completion callbacks on requests: ``Overlapped.add_done_callback`` / ``remove_done_callback``.
 
 A callback runs once, synchronously, when the request's final stage has run: inside the completion
 walk of whoever completes the IRP, before the requester is woken.  Every test runs on asyncio and

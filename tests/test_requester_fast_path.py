@@ -1,4 +1,4 @@
-"""The requester's path pays only for what is in force (issue 18).
+"""The requester's path pays only for what is in force.
 
 ``IoManager._send`` reads the requester's effective deadline once per request through
 ``airp._iomanager._requests.current_effective_deadline``: anyio's answer, with the running backend

@@ -1,4 +1,4 @@
-"""Issue 19 item 6: a requester whose request completed gets its own result.
+"""A requester whose request completed gets its own result.
 
 A driver serving a read with an IRP of its own completes the read in that IRP's completion routine
 and then, wrongly, returns STATUS_CONTINUE_COMPLETION (reference 5.8): the walk of its own IRP

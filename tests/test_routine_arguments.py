@@ -1,4 +1,4 @@
-"""Issue 19, item 2: a routine that cannot run synchronously is refused where it is given.
+"""A routine that cannot run synchronously is refused where it is given.
 
 ``mark_irp_cancelable(irp, None)`` used to return STATUS_SUCCESS: a cancel then ran nothing and
 ``unmark_irp_cancelable`` answered STATUS_CANCELLED ("the cancel side owns it"), so nobody completed

@@ -1,4 +1,4 @@
-"""Issue 19 item 9: a deadlock while anyio's asyncio test runner shuts down fails one test, not the rest.
+"""A deadlock while anyio's asyncio test runner shuts down fails one test, not the rest.
 
 anyio's pytest plugin keeps one test runner across tests and closes it when the last test or
 async fixture using it is done.  Closing the asyncio runner cancels the tasks the test left and

@@ -1,4 +1,4 @@
-"""Issue 19, item 18: no public call allocates without bound from one size argument.
+"""No public call allocates without bound from one size argument.
 
 ``make_associated_irps(master, 2**70, 1)`` allocated until the kernel killed the process.  Its
 count is now bounded by ``MAX_ASSOCIATED_IRPS`` (65,536), checked before anything is allocated.

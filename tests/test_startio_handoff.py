@@ -1,4 +1,4 @@
-"""The StartIo lane hand-off (issue 11): a worker gives the event loop one turn per packet only when
+"""The StartIo lane hand-off: a worker gives the event loop one turn per packet only when
 the routine did not suspend itself, and a routine that suspends sees its awaits (values, errors,
 cancellation) exactly as if it were awaited directly."""
 

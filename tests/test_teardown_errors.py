@@ -1,10 +1,10 @@
-"""Issue 19 items 7 and 8: what comes out of the end of ``async with IoManager()`` when something fails.
+"""What comes out of the end of ``async with IoManager()`` when something fails.
 
-Item 7: the block's own exception comes out as it was raised, its ``__context__`` shown: a bug
+The block's own exception comes out as it was raised, its ``__context__`` shown: a bug
 check that a handle's close turned into a :class:`~airp.DriverCancelTimeoutWarning` (under
 ``filterwarnings = error``, which the docs recommend) is still there to see.
 
-Item 8: a bug check while the block's end removes the devices does not stop the removal of the
+A bug check while the block's end removes the devices does not stop the removal of the
 others: every node is removed, every device's queues end, and then the first bug check is raised.
 """
 
@@ -63,7 +63,7 @@ def chain(error: BaseException | None) -> list[BaseException]:
     return shown
 
 
-# -- item 7: the block's exception with its context intact --------------------------------------
+# -- the block's exception with its context intact --------------------------------------
 
 
 async def test_the_block_s_exception_keeps_its_context() -> None:
@@ -118,7 +118,7 @@ async def test_a_bug_check_is_not_hidden_by_the_close_it_leaves_behind() -> None
     assert chain(info.value) == [info.value, original]
 
 
-# -- item 8: a bug check while the block's end removes the devices ------------------------------
+# -- a bug check while the block's end removes the devices ------------------------------
 
 
 async def two_children(io: airp.IoManager, log: Log, bugs: set[str]) -> tuple[airp.DeviceNode, list[Function]]:

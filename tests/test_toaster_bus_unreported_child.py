@@ -1,4 +1,4 @@
-"""Issue 19, fault-harness finding 4: toaster-bus deletes a child pulled out before any enumeration saw it.
+"""Toaster-bus deletes a child pulled out before any enumeration saw it.
 
 ``ToasterBus.unplug`` marked the child not present and left its PDO to the child's
 IRP_MN_REMOVE_DEVICE.  A child plugged in and pulled out again before the bus was enumerated was

@@ -1,4 +1,4 @@
-"""A tool never takes an IRP down with it (issue 19, item 1).
+"""A tool never takes an IRP down with it.
 
 An :class:`airp.IrpMonitor` runs the ``include=`` predicate and the ``logger=`` it was given, and a
 :class:`airp.Verifier` the ``clock=`` it was given, inside ``call_driver`` and the completion walk.

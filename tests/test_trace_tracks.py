@@ -1,4 +1,4 @@
-"""The IRP monitor and the Chrome trace tell devices apart by identity (issue 19, item 13).
+"""The IRP monitor and the Chrome trace tell devices apart by identity.
 
 Two stacks of one driver have unnamed devices that share the driver's name.  Records, timings
 and the trace's track groups used to be keyed by that name, so both stacks were merged into one

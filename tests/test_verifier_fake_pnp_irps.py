@@ -1,4 +1,4 @@
-"""The Verifier sends every newly started PnP stack an IRP it does not understand (issue 19, item 15).
+"""The Verifier sends every newly started PnP stack an IRP it does not understand.
 
 Windows' Driver Verifier (I/O verification) sends a new stack a PnP IRP with an undocumented minor,
 so a driver that answers every minor it does not know (a classic: ``irp.status = STATUS_SUCCESS``

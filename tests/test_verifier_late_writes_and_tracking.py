@@ -1,4 +1,4 @@
-"""The Driver Verifier on what used to go unnoticed (issue 19, items 14 and 17).
+"""The Driver Verifier on what used to go unnoticed.
 
 - A driver that writes ``irp.information`` or ``irp.status`` after completing the IRP changes what
   the requester gets.  Under the verifier the write is refused with bug check 0xD5
@@ -54,7 +54,7 @@ async def read_one(verifier: airp.Verifier | None, driver: airp.Driver) -> bytes
         return await handle.read(4)
 
 
-# -- item 14: writing to an IRP after completing it -------------------------------------------------
+# -- writing to an IRP after completing it -------------------------------------------------
 
 
 async def test_without_the_verifier_a_late_write_changes_what_the_requester_gets() -> None:
@@ -101,7 +101,7 @@ async def test_the_check_follows_the_drivers_and_checks_options() -> None:
         await read_one(airp.Verifier(checks=[0xD5]), LateWriter("information"))
 
 
-# -- item 17: what the verifier holds -----------------------------------------------------------------
+# -- what the verifier holds -----------------------------------------------------------------
 
 
 class Raiser(airp.Driver):

@@ -1,4 +1,4 @@
-"""The ``airp_verifier`` marker gives each run of a test its own state (issue 19, item 16).
+"""The ``airp_verifier`` marker gives each run of a test its own state.
 
 A marker's arguments are built once, at import, and shared by every run of the test: the asyncio
 and the trio run.  A ``low_resources=`` simulation in them is copied afresh for each run, so the

@@ -1,4 +1,4 @@
-"""airp's virtual time keeps its promises (issue 18): asyncio's event loop of airp's own and the
+"""airp's virtual time keeps its promises: asyncio's event loop of airp's own and the
 trio clock.
 
 Each run ends as promised, with an error or with its result, under a hang guard: the run goes in

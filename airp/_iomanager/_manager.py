@@ -700,7 +700,7 @@ class IoManager:
             irp.__dict__[_IRP_LIMIT] = self.cancel_wait_limit
         # The handle's list of requests (for cleanup, reference 6.5) and the issuing task's (the
         # thread's IrpList, 6.6); Overlapped's final stage takes the IRP off both.  Written out
-        # here rather than through charge_to_current_task: two frames fewer per request (issue 11).
+        # here rather than through charge_to_current_task: two frames fewer per request.
         file_object = irp.file_object
         if file_object is not None:
             file_object.requests[irp] = None
@@ -715,7 +715,7 @@ class IoManager:
         request.status_returned = status
         # check_returned_status has nothing to check for STATUS_PENDING on an IRP still in flight
         # (the final stage checks the mark later) or one completed with the mark propagated: skip
-        # the call for that common answer (issue 11).
+        # the call for that common answer.
         if status != STATUS_PENDING or (irp._index > irp.stack_count and not irp.pending_returned):
             check_returned_status(irp, status, top)
         return request
@@ -909,7 +909,7 @@ class FileHandle:
 
     async def read_overlapped(self, length: int, *, offset: int = 0) -> Overlapped[bytes]:
         """Send a read of *length* bytes at *offset*; return once the dispatch routine returned."""
-        # _top's checks, with the call only when one of them fails, to raise its error (issue 11).
+        # _top's checks, with the call only when one of them fails, to raise its error.
         file_object = self.file_object
         device = file_object.device
         top = get_attached_device(device)

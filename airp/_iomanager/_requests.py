@@ -178,13 +178,13 @@ class Overlapped(Generic[T]):
 
     def _finish(self, irp: Irp) -> None:
         # The I/O manager's final stage, then the done callbacks.  The body runs inside the try
-        # rather than as a call of its own: one frame per request fewer (issue 11).
+        # rather than as a call of its own: one frame per request fewer.
         try:
             # Off the handle's list and the requester's list first, whatever the checks below find.
             file_object = irp.file_object
             if file_object is not None:
                 file_object.requests.pop(irp, None)
-            # release_from_task and nt_error written out: a frame each per request (issue 11).
+            # release_from_task and nt_error written out: a frame each per request.
             owner = irp.owner
             if isinstance(owner, TaskIo):
                 owner._release(irp)
@@ -216,7 +216,7 @@ class Overlapped(Generic[T]):
                     irp.system_buffer = None
             if not error or irp.pending_returned:
                 # Built as Irp builds its IoStatus: no NamedTuple __new__ frame, and no enum call for
-                # a status that is an NtStatus already (issue 11).
+                # a status that is an NtStatus already.
                 self.io_status_block = _new_tuple(
                     IoStatus, (status if type(status) is NtStatus else NtStatus(status), irp.information)
                 )
@@ -251,7 +251,7 @@ class Overlapped(Generic[T]):
             # broke a rule while completing it (a driver's own IRP that reached the top, 5.8).
             raise irp._final_error
         status = irp.status
-        if status & 0xFFFF_FFFF < 0x8000_0000:  # nt_success, written out (issue 11)
+        if status & 0xFFFF_FFFF < 0x8000_0000:  # nt_success, written out
             return self._result(self)
         data = None
         if not nt_error(status) and self._output is not None:
@@ -261,7 +261,7 @@ class Overlapped(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         # Irp.__await__ inlined (its IoStatus is not needed: result() reads the IRP): a request
-        # still in flight is waited for one frame nearer the event loop (issue 11).
+        # still in flight is waited for one frame nearer the event loop.
         irp = self.irp
         if irp._index <= irp.stack_count:
             yield from _await_back(irp)
@@ -387,7 +387,7 @@ def count_result(request: Overlapped[int]) -> int:
 
 
 # The flag words built per request, as constants: ``int & IntFlag`` and ``IntFlag | IntFlag`` are
-# Python-level enum calls, four of them per read before (issue 11).
+# Python-level enum calls, four of them per read before.
 _DO_BUFFERED_IO = int(DeviceFlags.BUFFERED_IO)
 _DO_DIRECT_IO = int(DeviceFlags.DIRECT_IO)
 _BUFFERED_READ = IrpFlags.READ_OPERATION | IrpFlags.BUFFERED_IO | IrpFlags.DEALLOCATE_BUFFER | IrpFlags.INPUT_OPERATION
@@ -429,7 +429,7 @@ def build_read_write_request(
         raise TypeError(f"offset must be an int, got {type(offset).__name__} {offset!r}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset!r}")
-    # _new_irp written out: a frame and a tuple fewer per request (issue 11).
+    # _new_irp written out: a frame and a tuple fewer per request.
     if irp is None:
         irp = Irp(device.stack_size)
     irp.file_object = file_object

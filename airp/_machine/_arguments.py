@@ -1,4 +1,4 @@
-"""Checking a public call's arguments where they are given (issue 19 item 19).
+"""Checking a public call's arguments where they are given.
 
 A wrong argument that goes in unchecked comes out later as an ``AttributeError`` deep inside
 airp, or not at all until the first request (``IoManager(monitor="x")`` failed at the first open;

@@ -246,7 +246,7 @@ def _record_on_linked(error: BaseException, context: object, irp: Irp) -> None:
     raises the bug check when it completes.  A linked IRP that has already completed (the routine
     completed the request it served, then let the walk of its own IRP go on to the top) keeps its
     own result: its requester gets what its request did, and the bug check goes to whoever called
-    ``complete_request`` (issue 19 item 6).
+    ``complete_request``.
     """
     if isinstance(context, Irp):
         linked: tuple[object, ...] | list[object] = (context,)

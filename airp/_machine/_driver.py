@@ -139,7 +139,7 @@ class Driver:
 
     async def _unhandled(self, device: DeviceObject, irp: Irp) -> int:
         # The default entry of every major function: reads pass_through now, not at __init__, so
-        # that setting it on a driver object after construction takes effect (issue 10 item 4).
+        # that setting it on a driver object after construction takes effect.
         if self.pass_through:
             return await _shell_pass_down(device, irp)
         major = irp._stack[irp._index].major

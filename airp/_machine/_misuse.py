@@ -1,4 +1,4 @@
-"""Clear errors for a wrong argument, and the missing ``await`` behind the commonest one (issue 10).
+"""Clear errors for a wrong argument, and the missing ``await`` behind the commonest one.
 
 ``[h.read_overlapped(8) for _ in range(4)]`` without ``await`` gives a list of coroutines, and a
 coroutine passed where airp expects an :class:`~airp.Irp` or an :class:`~airp.Overlapped` would
@@ -40,7 +40,7 @@ def wrong_type(what: str, expected: str, got: object) -> TypeError:
 def must_be(name: str, expected: str, got: object) -> TypeError:
     """``TypeError("<name> must be <expected>, got <type> <repr>[: the missing await]")``.
 
-    The message of a public call's argument check (issue 19 item 19): the parameter, what it
+    The message of a public call's argument check: the parameter, what it
     takes, what it was given.
     """
     return TypeError(f"{name} must be {expected}, got {type(got).__name__} {got!r}{missing_await(got)}")

@@ -241,7 +241,7 @@ class DeviceTasks:
         self.on_error: Callable[[RoutineFailure], object] | None = None
         self.failures: list[RoutineFailure] = []
         self.start_io_deferred = False
-        # Started packets lose their cancel routine before StartIo sees them (issue 10 item 9).
+        # Started packets lose their cancel routine before StartIo sees them.
         self.start_io_non_cancelable = True
         self._state = DeviceState.CREATED
         self._tg: anyio.abc.TaskGroup | None = None
@@ -612,7 +612,7 @@ async def _exit_unwrapped(
         raise
 
 
-# -- a cancellable wait for StartIo routines and queue handlers (issue 10 item 14) ----------------
+# -- a cancellable wait for StartIo routines and queue handlers ----------------
 
 
 async def wait_or_cancelled(irp: Irp | _HasIrp, seconds: float) -> bool:

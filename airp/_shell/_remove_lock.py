@@ -217,7 +217,7 @@ class RemoveLock:
             return self._acquire_slowly(count, tag)
         self._count = count
         if self._tracking:
-            # Tags are mostly new (an IRP is its own tag): a test and a store beat get() (issue 12).
+            # Tags are mostly new (an IRP is its own tag): a test and a store beat get().
             held = self._held
             if tag in held:
                 held[tag] += 1

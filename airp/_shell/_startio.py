@@ -240,7 +240,7 @@ class StartIoQueue(_QueueBase):
         if monitor is not None:
             monitor.queued(irp, self.device, self.name)
         if not inserted:
-            # _set_current and _wake written out, as in _next (issue 11).
+            # _set_current and _wake written out, as in _next.
             self.current_irp = irp
             self._current_level = irp._index
             if self._system:
@@ -304,7 +304,7 @@ class StartIoQueue(_QueueBase):
             event.set()
 
     def _next(self, key: int | None, cancelable: bool) -> None:
-        # _set_current and _wake written out: _next runs once per packet (issue 11).
+        # _set_current and _wake written out: _next runs once per packet.
         self.current_irp = None
         if self._system:
             self.device.current_irp = None
@@ -341,7 +341,7 @@ class StartIoQueue(_QueueBase):
         queue = self.queue
         # Every waiting IRP leaves the queue and completes.  remove_entry's bookkeeping, _fail and
         # `with keep:` are written out: a removal may have a whole queue to finish, and their five
-        # Python calls per IRP made it ~1.9x a driver draining the queue by hand (issue 12).
+        # Python calls per IRP made it ~1.9x a driver draining the queue by hand.
         keys = queue._keys
         entries = queue._entries
         for irp in tuple(entries):
@@ -401,7 +401,7 @@ class StartIoQueue(_QueueBase):
                     # A routine that never gave the event loop a turn (it completed its IRP
                     # without suspending) gets one checkpoint after it, like a memory-object
                     # stream's receive: it must not keep the loop to itself for a whole queue.
-                    # One that suspended has already let the others run (issue 11).
+                    # One that suspended has already let the others run.
                     await checkpoint()
                 continue
             if self._closing:
@@ -625,7 +625,7 @@ def set_start_io_attributes(device: DeviceObject, *, deferred: bool = False, non
     """``IoSetStartIoAttributes``: set the device's DeferredStartIo and NonCancelable attributes.
 
     Deferred is only ever added, never cleared (as in Windows).  NonCancelable is **on by
-    default** in airp (a departure, issue 10 item 9): a packet taken out to be started, directly on
+    default** in airp (a departure): a packet taken out to be started, directly on
     an idle device or by any start-next, has its cancel routine disarmed before StartIo sees it,
     as a custom :class:`StartIoQueue` does by default, so a StartIo routine that completes its IRP
     without ``set_cancel_routine(None)`` does not stop the device with 0xC9/0x07.  Windows' default

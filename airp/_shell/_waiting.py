@@ -97,8 +97,8 @@ def _await_pending(irp: Irp) -> Generator[Any, None, IoStatus]:
 
 def _await_back(irp: Irp) -> Generator[Any, None, None]:
     # _await_pending without the IoStatus: what Overlapped.__await__ runs for a request still in
-    # flight, directly rather than through Irp.__await__, one frame fewer on the overlapped path
-    # (issue 11); the Overlapped reads the IRP itself afterwards.  The same protocol, copied rather
+    # flight, directly rather than through Irp.__await__, one frame fewer on the overlapped path;
+    # the Overlapped reads the IRP itself afterwards.  The same protocol, copied rather
     # than shared, since sharing it would put a frame back.
     event: Waiter | None = irp._waiter  # type: ignore[assignment]
     if event is None:
