@@ -14,8 +14,6 @@ The transfer type decides what a driver finds in the IRP:
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +25,7 @@ from .._machine._completion import DROPPED_MARK, WRONG_RETURN
 from .._machine._device import DeviceObject
 from .._machine._errors import NtStatusError
 from .._machine._file import FileObject
-from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters, _new_tuple
+from .._machine._irp import DeviceIoControlParameters, Irp, ReadWriteParameters, _new_tuple, _not_plain_function
 from .._machine._status import STATUS_PENDING, STATUS_VERIFY_REQUIRED, IoStatus, NtStatus, nt_error
 from .._machine._unraisable import report_unraisable
 from .._shell._requester_cancel import TaskIo
@@ -119,9 +117,12 @@ class Overlapped(Generic[T]):
         :raises TypeError: if *callback* is not callable, or is a coroutine function or a
             generator function (its body would not run when it is called).
         """
-        code = getattr(callback, "__code__", None)
-        if code is None or code.co_flags & _CO_NOT_PLAIN:
-            _check_done_callback(callback)
+        problem = _not_plain_function(callback)
+        if problem is not None:
+            raise TypeError(
+                f"a done callback is a plain function (request) -> None; {problem} (done callbacks run inside"
+                " the synchronous completion walk and cannot await; start a task or set an event for slower work)"
+            )
         callbacks = self._result
         if type(callbacks) is _DoneCallbacks:
             # Not run yet, or running now (the final stage takes each one off the front as it
@@ -287,32 +288,6 @@ class _DoneCallbacks(list[Callable[[Any], object]]):
 
     def __call__(self, request: Any) -> Any:
         return self.result(request)
-
-
-#: Code flags of a function whose body does not run when it is called: coroutine functions, async
-#: generator functions and generator functions.
-_CO_NOT_PLAIN = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_GENERATOR
-
-
-def _check_done_callback(callback: object) -> None:
-    # What add_done_callback could not settle from a __code__ of the callback's own: a
-    # functools.partial (what is called is its func), a builtin, a callable object, or a function
-    # whose body would not run.  Cheap for the usual ones: no inspect call.
-    target = callback
-    while type(target) is functools.partial:
-        target = target.func
-    code = getattr(target, "__code__", None)
-    if code is None and callable(target) and not isinstance(target, type):
-        # A callable object: its type's __call__ runs (a builtin's has no code).
-        code = getattr(type(target).__call__, "__code__", None)
-    if code is not None and code.co_flags & _CO_NOT_PLAIN:
-        raise TypeError(
-            f"a done callback is a plain function (request) -> None, got {callback!r}, whose body would not run"
-            " when it is called (done callbacks run inside the synchronous completion walk and cannot await;"
-            " start a task or set an event for slower work)"
-        )
-    if not callable(callback):
-        raise TypeError(f"a done callback is a plain function (request) -> None, got {callback!r}")
 
 
 def _report_callback_error(request: Overlapped[Any], callback: object, error: Exception) -> None:

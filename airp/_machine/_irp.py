@@ -14,6 +14,7 @@ The creator fills the *next* location, which for a fresh IRP is location ``stack
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -113,8 +114,12 @@ def _not_plain_function(routine: object) -> str | None:
     :returns: the reason, for a TypeError that also names the parameter; ``None`` if *routine*
         is a plain function (or method, builtin, partial, class, or callable object).
     """
-    # Functions and bound methods (nearly every routine) answer from their code flags at once.
-    code = getattr(routine, "__code__", None)
+    # Functions, bound methods and partials of them (nearly every routine) answer from their code
+    # flags at once: what a partial calls is its func.
+    target = routine
+    while type(target) is functools.partial:
+        target = target.func
+    code = getattr(target, "__code__", None)
     if type(code) is _CodeType:
         flags = code.co_flags
         if not flags & _CO_NOT_PLAIN:
