@@ -1,7 +1,7 @@
 """The requester's path pays only for what is in force.
 
 ``IoManager._send`` reads the requester's effective deadline once per request through
-``airp._iomanager._requests.current_effective_deadline``: anyio's answer, with the running backend
+``airp._shell._requester_cancel.current_effective_deadline``: anyio's answer, with the running backend
 found once instead of through sniffio on every call.  These tests hold it to anyio's answer in every
 shape of cancel scope, to the behaviour of the requester's boundary, and across backend switches
 in one process.
@@ -23,7 +23,7 @@ import pytest
 from _cancel_drivers import HeldReads, make_io
 
 import airp
-import airp._iomanager._requests as requests
+import airp._shell._requester_cancel as requests
 from airp import STATUS_SUCCESS, DeviceObject, Irp, IrpMajor, complete_request
 from airp._shell._requester_cancel import _requester_deadline
 from airp.testing import VirtualClock, virtual_anyio_backend

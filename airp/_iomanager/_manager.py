@@ -42,6 +42,7 @@ from .._shell._requester_cancel import (
     _disown,
     call_driver_for_requester,
     cancel_and_wait,
+    current_effective_deadline,
     get_cancel_wait_limit,
     holding_device,
     is_disowned,
@@ -56,7 +57,6 @@ from ._requests import (
     build_read_write_request,
     check_returned_status,
     count_result,
-    current_effective_deadline,
 )
 
 __all__ = ["FileHandle", "IoManager"]
@@ -686,7 +686,7 @@ class IoManager:
     async def _send(self, request: Overlapped[Any], top: DeviceObject, *, deadline: float | None = None) -> Overlapped[Any]:
         # The requester's boundary: below it, the requester's deadline turns into cancel_irp in
         # airp's waits instead of aborting dispatch routines (airp._shell._requester_cancel).
-        # current_effective_deadline is anyio's, with the backend found once (_requests).
+        # current_effective_deadline is anyio's, with the backend found once (_requester_cancel).
         if deadline is None:
             deadline = current_effective_deadline()
             if deadline == -math.inf:
