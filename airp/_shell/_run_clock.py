@@ -109,13 +109,14 @@ class WakeableDelay:
         if self._woken:
             await anyio.lowlevel.checkpoint()
             return True
-        loop = running_virtual_loop()
-        if loop is not None:
+        loop = running_loop()
+        if loop.__class__ is VirtualTimeEventLoop:
             parked = loop.park(self._seconds)
             self._wake = parked.wake
             await parked
             return self._woken
-        if running_trio_clock() is not None and await trio_wakeable_delay(self._seconds, self._on_park):
+        # Not asyncio: trio, parked on its virtual clock if the run has one.
+        if loop is None and await trio_wakeable_delay(self._seconds, self._on_park):
             return self._woken
         event = anyio.Event()
         self._wake = event.set

@@ -50,17 +50,13 @@ class _Sleeper:
         """End the sleep early (a plain function may call it): the task resumes normally."""
         task = self.task
         if task is not None:
-            import trio
-
             self.task = None
-            trio.lowlevel.reschedule(task)
+            _TrioCalls.reschedule(task)
 
     def abort(self, raise_cancel: Any) -> Any:
-        import trio
-
         # Cancelled while asleep: leave the entry in the heap (it is skipped when it comes up).
         self.task = None
-        return trio.lowlevel.Abort.SUCCEEDED
+        return _TrioCalls.abort_succeeded
 
 
 class _TrioJumpClock:
@@ -76,7 +72,6 @@ class _TrioJumpClock:
         self.sleepers: list[tuple[float, int, _Sleeper]] = []
         self.order = itertools.count()
         self.limiter: Any = None
-        self.reschedule: Any = None
 
     def start_clock(self) -> None:
         pass
@@ -125,11 +120,7 @@ class _TrioJumpClock:
 
     def wake_due(self) -> None:
         """Reschedule every parked task whose time has come, in the order they were parked."""
-        reschedule = self.reschedule
-        if reschedule is None:
-            import trio
-
-            reschedule = self.reschedule = trio.lowlevel.reschedule
+        reschedule = _TrioCalls.reschedule  # loaded: a sleeper was parked
         sleepers = self.sleepers
         now = self.time
         while sleepers and sleepers[0][0] <= now:
@@ -288,30 +279,45 @@ def running_trio_clock() -> TrioVirtualClock | None:
 
 
 class _TrioCalls:
-    """trio's low-level calls, looked up once (importing airp must not import trio)."""
+    """trio's low-level calls, looked up once (importing airp must not import trio).
+
+    Loaded by the first sleep on trio; a parked task exists only after that, so the clock and the
+    sleepers use them without looking again.
+    """
 
     current_clock: Any = None
     current_task: Any = None
     wait_task_rescheduled: Any = None
+    reschedule: Any = None
+    abort_succeeded: Any = None
     checkpoint: Any = None
     sleep: Any = None
 
     @classmethod
-    def load(cls) -> None:
-        import trio
+    def load(cls) -> type[_TrioCalls]:
+        if cls.current_clock is None:
+            import trio
 
-        cls.current_clock = trio.lowlevel.current_clock
-        cls.current_task = trio.lowlevel.current_task
-        cls.wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
-        cls.checkpoint = trio.lowlevel.checkpoint
-        cls.sleep = trio.sleep
+            cls.current_clock = trio.lowlevel.current_clock
+            cls.current_task = trio.lowlevel.current_task
+            cls.wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+            cls.reschedule = trio.lowlevel.reschedule
+            cls.abort_succeeded = trio.lowlevel.Abort.SUCCEEDED
+            cls.checkpoint = trio.lowlevel.checkpoint
+            cls.sleep = trio.sleep
+        return cls
+
+
+def _park(clock: _TrioJumpClock, when: float) -> _Sleeper:
+    """Put the current task in *clock*'s heap until *when*; await ``wait_task_rescheduled(sleeper.abort)`` next."""
+    sleeper = _Sleeper(_TrioCalls.current_task())
+    _heappush(clock.sleepers, (when, next(clock.order), sleeper))
+    return sleeper
 
 
 async def trio_delay(seconds: float) -> None:
     """:func:`airp.delay` on trio: parked in the clock's heap on a virtual clock, else ``trio.sleep``."""
-    calls = _TrioCalls
-    if calls.current_clock is None:
-        calls.load()
+    calls = _TrioCalls.load()
     clock = calls.current_clock()
     if clock.__class__ is not _TrioJumpClock:
         await calls.sleep(seconds)
@@ -320,22 +326,18 @@ async def trio_delay(seconds: float) -> None:
     if when <= clock.time:
         await calls.checkpoint()
         return
-    sleeper = _Sleeper(calls.current_task())
-    _heappush(clock.sleepers, (when, next(clock.order), sleeper))
-    await calls.wait_task_rescheduled(sleeper.abort)
+    await calls.wait_task_rescheduled(_park(clock, when).abort)
 
 
 async def trio_wakeable_delay(seconds: float, on_park: Callable[[Callable[[], None]], None]) -> bool:
     """Park in the virtual clock's heap for *seconds*, handing *on_park* the function that wakes
     the task early.  Returns False at once (without waiting) if the run is not on a virtual clock.
     """
-    import trio
-
-    clock = trio.lowlevel.current_clock()
-    if not isinstance(clock, _TrioJumpClock):
+    calls = _TrioCalls.load()
+    clock = calls.current_clock()
+    if clock.__class__ is not _TrioJumpClock:
         return False
-    sleeper = _Sleeper(trio.lowlevel.current_task())
-    _heappush(clock.sleepers, (clock.time + seconds, next(clock.order), sleeper))
+    sleeper = _park(clock, clock.time + seconds)
     on_park(sleeper.wake)
-    await trio.lowlevel.wait_task_rescheduled(sleeper.abort)
+    await calls.wait_task_rescheduled(sleeper.abort)
     return True
