@@ -248,6 +248,7 @@ class _TimerHandle(asyncio.TimerHandle):
     def __init__(
         self, when: float, callback: Callable[..., object], args: tuple[Any, ...], loop: Any, context: Context
     ) -> None:
+        # _Handle's stores written out rather than called: this runs on every call_later.
         self._callback = callback
         self._args = args
         self._cancelled = False
